@@ -1,0 +1,36 @@
+"""labkit: real PostgreSQL, Memcached and RabbitMQ servers for the Instagram Backend Lab.
+
+>>> import labkit as lk
+>>> lab = lk.up()          # doctest: +SKIP
+>>> print(lab.topology())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit._proc import ServiceError
+from labkit.config import ConfigError, LabConfig
+from labkit.lab import Lab
+from labkit.services.postgres import Lag
+
+__all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach"]
+__version__ = "0.1.0"
+
+
+def up(config: LabConfig | None = None, **overrides: Any) -> Lab:
+    """Bring the lab up (or reattach to it): ``lk.up(followers=2)``.
+
+    Keyword arguments override ``LABKIT_*`` variables and ``lab.toml`` (see LabConfig).
+    """
+    return Lab.up(config or LabConfig.load(**overrides))
+
+
+def attach(config: LabConfig | None = None, **overrides: Any) -> Lab:
+    """Reattach to a running lab without starting anything."""
+    return Lab.attach(config or LabConfig.load(**overrides))
+
+
+def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any) -> None:
+    """Stop every server of the lab; ``purge=True`` deletes its data too."""
+    Lab(config or LabConfig.load(**overrides)).down(purge=purge)

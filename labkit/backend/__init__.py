@@ -1,0 +1,1 @@
+"""Instagram building blocks the notebooks build up (schema, ids, likes, cache + leases, ...)."""

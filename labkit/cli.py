@@ -1,0 +1,175 @@
+"""The `labkit` command: up, status, down, doctor, env, jupyter.
+
+    labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--jupyter]
+    labkit status
+    labkit env
+    labkit down [--purge]
+    labkit doctor
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from labkit._proc import ServiceError, package_for
+from labkit.config import ALL_SERVICES, ConfigError, LabConfig
+from labkit.lab import Lab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(args: argparse.Namespace) -> LabConfig:
+    services = None
+    if getattr(args, "services", None):
+        services = tuple(s.strip() for s in args.services.split(",") if s.strip())
+    return LabConfig.load(services=services, followers=getattr(args, "followers", None),
+                          lab_dir=getattr(args, "lab_dir", None))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab.up(_config(args))
+    print(lab.topology())
+    if args.jupyter:
+        notebooks = REPO / "notebooks"
+        env = {**os.environ, **lab.env()}
+        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}"]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+        if args.no_browser:
+            cmd.append("--no-browser")
+        print(f"\nopening JupyterLab on {notebooks} (stop it with Ctrl-C; the lab keeps running)")
+        return subprocess.call(cmd, env=env)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        lab = Lab.attach(_config(args))
+    except ServiceError as e:
+        print(e)
+        return 1
+    rows = lab.health()
+    print(f"lab {lab.config.lab_dir}\n{lab.status_table(rows)}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    try:
+        lab = Lab.attach(_config(args))
+    except ServiceError as e:
+        print(f"# {e}", file=sys.stderr)
+        return 1
+    for k, v in lab.env().items():
+        print(f"export {k}={shlex.quote(v)}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    swept = Lab(cfg).down(purge=args.purge)
+    print(f"lab {cfg.lab_dir} is down" + (" and its data deleted" if args.purge else ""))
+    if swept:
+        print(f"(also stopped {len(swept)} stray process(es): {', '.join(map(str, swept))})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- doctor
+
+def _version_of(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _first_version(out.stdout + out.stderr)
+
+
+def _first_version(text: str) -> str | None:
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
+    return m.group(1) if m else None
+
+
+def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
+    """(what, ok, found, needed) for every binary the lab starts."""
+    def vt(v: str | None) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")) if v else ()
+
+    checks = []
+    pg = Path(cfg.pg_bin_dir) / "postgres"
+    v = _version_of([str(pg), "--version"]) if pg.exists() else None
+    checks.append(("postgres", bool(v) and vt(v)[0] == 15, v or f"not found in {cfg.pg_bin_dir}",
+                   "15"))
+    for tool in ("initdb", "pg_basebackup"):
+        ok = (Path(cfg.pg_bin_dir) / tool).exists()
+        checks.append((tool, ok, "found" if ok else "not found", "15"))
+    mc = shutil.which(cfg.memcached_bin) or (cfg.memcached_bin if Path(cfg.memcached_bin).exists()
+                                             else None)
+    v = _version_of([mc, "-V"]) if mc else None
+    checks.append(("memcached", bool(v) and vt(v) >= (1, 6), v or "not found", ">= 1.6"))
+    rmq = cfg.rabbitmq_server_bin
+    found = Path(rmq).exists() or shutil.which(rmq)
+    v = None
+    if found:  # the broker has no --version; ask the package manager where there is one
+        deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
+                             capture_output=True, text=True) if shutil.which("dpkg-query") else None
+        v = _first_version(deb.stdout) if deb and deb.returncode == 0 else "installed"
+    checks.append(("rabbitmq", bool(found) and (v == "installed" or vt(v) >= (3, 10)),
+                   v or "not found", ">= 3.10"))
+    epmd = shutil.which(cfg.epmd_bin) or (cfg.epmd_bin if Path(cfg.epmd_bin).exists() else None)
+    checks.append(("epmd", bool(epmd), "found" if epmd else "not found", "Erlang"))
+    return checks
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    checks = doctor_checks(cfg)
+    print(f"{'binary':<15} {'status':<7} {'found':<28} needed")
+    for what, ok, found, needed in checks:
+        print(f"{what:<15} {'ok' if ok else 'MISSING':<7} {found:<28} {needed}")
+    missing = [what for what, ok, *_ in checks if not ok]
+    if missing:
+        debs = sorted({package_for(w)[0] for w in missing})
+        brews = sorted({package_for(w)[1] for w in missing})
+        print("\nTo install what is missing:")
+        print(f"  Debian/Ubuntu:    sudo apt-get install -y {' '.join(debs)}")
+        print(f"  macOS (Homebrew): brew install {' '.join(brews)}")
+        return 1
+    print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab-dir", type=Path, help="lab directory (default: LABKIT_LAB_DIR, "
+                                                     "lab.toml, or the per-user default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="start the lab (or reattach to it)")
+    p.add_argument("--services", help=f"comma-separated, from {','.join(ALL_SERVICES)}")
+    p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
+    p.add_argument("--jupyter", action="store_true", help="then open JupyterLab on notebooks/")
+    p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")
+    p.set_defaults(func=cmd_up)
+    sub.add_parser("status", help="health, version, address and lag of every server"
+                   ).set_defaults(func=cmd_status)
+    sub.add_parser("env", help="connection settings as export lines").set_defaults(func=cmd_env)
+    p = sub.add_parser("down", help="stop every server of the lab")
+    p.add_argument("--purge", action="store_true", help="also delete the lab's data")
+    p.set_defaults(func=cmd_down)
+    sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ServiceError, ConfigError) as e:
+        print(f"labkit {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments: params -> run on the real servers -> result table -> plot."""

@@ -1,0 +1,1 @@
+"""Exercise generator and autograder."""

@@ -1,0 +1,366 @@
+"""Lab: brings a topology of real servers up and down, and reattaches to it from anywhere.
+
+The state file (``<lab_dir>/state.json``) records every server's pid, start time, ports and
+credentials, so a restarted notebook kernel, the ``labkit`` CLI and a test process all get the
+same servers. ``down`` stops what the state file lists and then sweeps the lab directory for
+anything left (servers of a starter killed with ``kill -9`` before it wrote the state).
+
+>>> import labkit as lk
+>>> lab = lk.up(services=("memcached",))      # doctest: +SKIP
+>>> lab.memcached[0].host_port                # doctest: +SKIP
+('127.0.0.1', 40411)
+>>> lk.down()                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+from labkit._proc import PortAllocator, ServiceError, service_account, sweep, wait_ready
+from labkit.config import ALL_SERVICES, LabConfig
+from labkit.services.memcached import Memcached
+from labkit.services.postgres import Postgres, PostgresServer
+from labkit.services.rabbitmq import RabbitMQ
+
+STATE_VERSION = 1
+
+
+class Lab:
+    """The servers of one lab directory, started or reattached.
+
+    >>> lab = Lab.up(LabConfig.load(services=("postgres",), followers=1))   # doctest: +SKIP
+    >>> lab.leader.execute("SELECT 1")                                      # doctest: +SKIP
+    [(1,)]
+    """
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.postgres: Postgres | None = None
+        self.memcached: list[Memcached] = []
+        self.rabbitmq: RabbitMQ | None = None
+        self.timings_s: dict[str, float] = {}
+        self._state_lock = threading.Lock()
+
+    # ------------------------------------------------------------------- bring up / down
+    @classmethod
+    def up(cls, config: LabConfig | None = None, *, progress: bool = True) -> "Lab":
+        """Start the configured servers, reusing any that already run; idempotent."""
+        config = config or LabConfig.load()
+        lab = cls(config)
+        with lab._locked():
+            state = lab._read_state()
+            wanted = [s for s in ALL_SERVICES
+                      if s in config.services or s in state.get("services", {})]
+            lab._build(wanted, state)
+            lab._start_missing(progress=progress)
+        return lab
+
+    @classmethod
+    def attach(cls, config: LabConfig | None = None) -> "Lab":
+        """Reattach to a running lab without starting anything; fail if none is up."""
+        config = config or LabConfig.load()
+        lab = cls(config)
+        state = lab._read_state()
+        if not state.get("services"):
+            raise ServiceError(f"no lab is running in {config.lab_dir}; start one with "
+                               "`labkit up` or `lk.up()`")
+        lab._build(list(state["services"]), state)
+        return lab
+
+    def down(self, purge: bool = False) -> list[int]:
+        """Stop every server of this lab; return the pids the final sweep had to kill.
+
+        ``purge=True`` also deletes the data (databases, queues, credentials).
+        """
+        with self._locked():
+            state = self._read_state()
+            if state.get("services"):
+                self._build(list(state["services"]), state)
+            for svc in self._services():
+                svc.stop()
+            swept = sweep(self.config.lab_dir)
+            self.config.state_file.unlink(missing_ok=True)
+            self.postgres, self.memcached, self.rabbitmq = None, [], None
+            if purge:
+                for child in self.config.lab_dir.iterdir():
+                    if child.name != "lock":
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return swept
+
+    # ------------------------------------------------------------------------ accessors
+    @property
+    def leader(self) -> PostgresServer:
+        return self._need("postgres").leader
+
+    @property
+    def followers(self) -> list[PostgresServer]:
+        return self._need("postgres").followers
+
+    @property
+    def follower(self) -> PostgresServer:
+        return self._need("postgres").follower
+
+    @property
+    def cache_servers(self) -> list[tuple[str, int]]:
+        """(host, port) of every memcached instance."""
+        if not self.memcached:
+            self._need("memcached")
+        return [m.host_port for m in self.memcached]
+
+    @property
+    def broker_url(self) -> str:
+        return self._need("rabbitmq").broker_url
+
+    def _need(self, name: str) -> Any:
+        svc = getattr(self, name)
+        if not svc:
+            raise ServiceError(f"this lab has no {name}; bring it up with "
+                               f"`labkit up --services {name}` or `lk.up(services=(..., '{name}'))`")
+        return svc
+
+    def health(self) -> list[dict[str, Any]]:
+        """One row per server: name, ok, address, version (and lag for followers)."""
+        rows: list[dict[str, Any]] = []
+        if self.postgres:
+            rows += self.postgres.health()
+        rows += [m.health() for m in self.memcached]
+        if self.rabbitmq:
+            rows.append(self.rabbitmq.health())
+        return rows
+
+    def status_table(self, rows: list[dict[str, Any]] | None = None) -> str:
+        """`health()` (or the ``rows`` it gave) as an aligned text table, as `labkit status`."""
+        lines = [f"{'server':<20} {'health':<7} {'address':<17} {'version':<32} lag"]
+        for r in self.health() if rows is None else rows:
+            lines.append(f"{r['name']:<20} {'ok' if r['ok'] else 'DOWN':<7} {r['address']:<17} "
+                         f"{r['version'][:32]:<32} {r.get('lag', '')}".rstrip())
+        return "\n".join(lines)
+
+    def env(self) -> dict[str, str]:
+        """Connection settings as environment variables (what `labkit env` prints)."""
+        out = {"LABKIT_LAB_DIR": str(self.config.lab_dir)}
+        if self.postgres:
+            lead = self.postgres.leader
+            out.update(PGHOST=lead.host, PGPORT=str(lead.port), PGUSER="postgres",
+                       PGPASSWORD=lead.password, PGDATABASE="postgres",
+                       LABKIT_LEADER_DSN=lead.dsn())
+            for f in self.postgres.followers:
+                out[f"LABKIT_FOLLOWER{f.index}_DSN"] = f.dsn()
+        if self.memcached:
+            out["LABKIT_MEMCACHED_SERVERS"] = ",".join(m.address for m in self.memcached)
+        if self.rabbitmq:
+            out["LABKIT_BROKER_URL"] = out["CELERY_BROKER_URL"] = self.rabbitmq.broker_url
+        return out
+
+    def topology(self) -> str:
+        """A few lines that draw what runs where."""
+        lines = [f"lab {self.config.lab_dir}"]
+        if self.postgres:
+            lines.append(f"  postgres leader    {self.postgres.leader.address}")
+            for f in self.postgres.followers:
+                lines.append(f"    └─ {f.name:<14}  {f.address}  (streaming replica)")
+        for m in self.memcached:
+            lines.append(f"  {m.name:<18} {m.address}")
+        if self.rabbitmq:
+            lines.append(f"  rabbitmq           {self.rabbitmq.address}  vhost {self.rabbitmq.vhost}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.topology()
+
+    # ------------------------------------------------------------------------- internals
+    def _services(self) -> list[Any]:
+        out: list[Any] = []
+        if self.postgres:
+            out.append(self.postgres)
+        out += self.memcached
+        if self.rabbitmq:
+            out.append(self.rabbitmq)
+        return out
+
+    def _secrets(self) -> dict[str, str]:
+        """Credentials generated once per lab directory (the data outlives a `down`)."""
+        path = self.config.lab_dir / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {"pg_password": secrets.token_urlsafe(18),
+                  "mq_user": "lab-" + secrets.token_hex(4),
+                  "mq_password": secrets.token_urlsafe(18), "mq_vhost": "lab"}
+        _write_private(path, values)
+        return values
+
+    def _build(self, wanted: list[str], state: dict[str, Any]) -> None:
+        cfg, st = self.config, state.get("services", {})
+        user = service_account(cfg.service_user)
+        creds = self._secrets()
+        ports = PortAllocator(cfg.host, cfg.port_base)
+        common = dict(host=cfg.host, user=user)
+        if "postgres" in wanted:
+            known = len(st.get("postgres", {}).get("servers", [None])) - 1
+            self.postgres = Postgres(cfg.lab_dir / "postgres", password=creds["pg_password"],
+                                     followers=max(cfg.followers if "postgres" in cfg.services
+                                                   else 0, known),
+                                     ports=ports, bin_dir=cfg.pg_bin_dir,
+                                     timeout_s=cfg.startup_timeout_s, **common)
+            if "postgres" in st:
+                self.postgres.restore(st["postgres"])
+        if "memcached" in wanted:
+            known = len(st.get("memcached", []))
+            n = max(cfg.memcached_instances if "memcached" in cfg.services else 0, known)
+            self.memcached = [
+                Memcached(cfg.lab_dir / f"memcached-{i}", index=i, port=ports.take(),
+                          memory_mb=cfg.memcached_memory_mb, binary=cfg.memcached_bin, **common)
+                for i in range(n)]
+            for m, s in zip(self.memcached, st.get("memcached", [])):
+                m.restore(s)
+        if "rabbitmq" in wanted:
+            self.rabbitmq = RabbitMQ(cfg.lab_dir / "rabbitmq", username=creds["mq_user"],
+                                     password=creds["mq_password"], vhost=creds["mq_vhost"],
+                                     port=ports.take(), dist_port=ports.take(),
+                                     epmd_port=ports.take(), server_bin=cfg.rabbitmq_server_bin,
+                                     epmd_bin=cfg.epmd_bin, timeout_s=cfg.startup_timeout_s,
+                                     **common)
+            if "rabbitmq" in st:
+                self.rabbitmq.restore(st["rabbitmq"])
+
+    def _start_missing(self, progress: bool) -> None:
+        """Start, in parallel, every server that is not already running and answering."""
+        todo = []
+        for svc in self._services():
+            if svc.running():
+                # Reattach: the processes are there; one protocol round trip proves they serve.
+                wait_ready(repr(svc), svc.ready, timeout_s=self.config.startup_timeout_s)
+            else:
+                todo.append(svc)
+        if not todo:
+            return
+        errors: list[str] = []
+        with _Progress(enabled=progress) as bar, ThreadPoolExecutor(len(todo)) as pool:
+            def start(svc: Any) -> None:
+                name = getattr(svc, "name", svc.kind)
+                bar.add(name)
+                t0 = time.monotonic()
+                try:
+                    svc.start()
+                except Exception as e:
+                    errors.append(f"{name}: {e}")
+                else:
+                    self.timings_s[name] = time.monotonic() - t0
+                finally:
+                    bar.done(name)
+                    self._write_state()
+
+            list(pool.map(start, todo))
+        if errors:
+            raise ServiceError("could not start the lab:\n" + "\n".join(errors)
+                               + "\nRun `labkit doctor` to check the installation.")
+
+    def _write_state(self) -> None:
+        with self._state_lock:
+            services: dict[str, Any] = {}
+            if self.postgres:
+                services["postgres"] = self.postgres.to_state()
+            if self.memcached:
+                services["memcached"] = [m.to_state() for m in self.memcached]
+            if self.rabbitmq:
+                services["rabbitmq"] = self.rabbitmq.to_state()
+            _write_private(self.config.state_file, {
+                "version": STATE_VERSION, "written_at": time.time(),
+                "config": self.config.to_dict(), "services": services})
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.config.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as e:
+            raise ServiceError(f"the lab's state file {self.config.state_file} is damaged ({e}); "
+                               "run `labkit down` to stop whatever runs and start again") from None
+        if state.get("version") != STATE_VERSION:
+            raise ServiceError(f"{self.config.state_file} was written by another labkit version; "
+                               "run `labkit down` with that version, or delete the file")
+        return state
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One `up` or `down` at a time per lab directory, across processes."""
+        lab_dir = self.config.lab_dir
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            lab_dir.chmod(0o755)  # the unprivileged server account must be able to enter it
+        with open(lab_dir / "lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically, readable by its owner only (it holds passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """Says what is still starting once a wait passes 2 s (silent for quick starts)."""
+
+    def __init__(self, enabled: bool = True, after_s: float = 2.0, stream: Any = None) -> None:
+        self.enabled, self.after_s = enabled, after_s
+        self.stream = stream or sys.stderr
+        self.pending: list[str] = []
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._shown = False
+
+    def add(self, name: str) -> None:
+        self.pending.append(name)
+
+    def done(self, name: str) -> None:
+        if name in self.pending:
+            self.pending.remove(name)
+
+    def _loop(self) -> None:
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        last_line = 0.0
+        while not self._stop.wait(0.5):
+            elapsed = time.monotonic() - self.t0
+            if elapsed < self.after_s or not self.pending:
+                continue
+            msg = f"starting the lab: {elapsed:4.0f} s, waiting for {', '.join(self.pending)}"
+            if tty:
+                self.stream.write("\r" + msg.ljust(78))
+            elif elapsed - last_line >= 3:
+                self.stream.write(msg + "\n")
+                last_line = elapsed
+            self.stream.flush()
+            self._shown = True
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            if self._shown:
+                self.stream.write(f"\rlab up in {time.monotonic() - self.t0:.1f} s".ljust(79) + "\n")
+                self.stream.flush()

@@ -1,0 +1,130 @@
+"""What every native server module has in common.
+
+A subclass says how to prepare its directory, which processes to launch, and how to tell
+that it is ready over its real protocol; this class does the rest (start, stop, context
+manager, state for reattaching). The shape follows pytest-postgresql/mirakuru executors.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, wait_ready
+
+
+class NativeService:
+    """One server (or a server and its helper processes) started from installed binaries."""
+
+    kind: ClassVar[str] = "service"
+
+    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", user: str | None = None,
+                 timeout_s: float = 120.0) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.user = user
+        self.timeout_s = timeout_s
+        self.procs: list[Proc] = []
+        self.startup_s: float | None = None
+
+    # -- what a subclass provides -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.kind}.log"
+
+    def _prepare(self) -> None:
+        """Create the data directory and config files (idempotent: reuse what is there)."""
+
+    def _launch(self) -> None:
+        """Spawn the process(es) and append them to ``self.procs``."""
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """The one readiness check: a real round trip over the server's own protocol."""
+        raise NotImplementedError
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- shared behaviour -----------------------------------------------------------------
+    def start(self) -> "NativeService":
+        """Start the server and return once it answers over its protocol."""
+        if self.procs and self.running():
+            return self
+        self.stop()  # leftovers of an earlier, half-dead start
+        t0 = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        check_reachable(self.workdir, self.user)
+        own(self.workdir, self.user)
+        self._prepare()
+        own(self.workdir, self.user)
+        self._launch()
+        try:
+            wait_ready(self.name, self.ready, timeout_s=self.timeout_s, procs=self.procs,
+                       log_path=self.log_path)
+        except ServiceError:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Stop the server's processes (last started first); nothing is left listening."""
+        for p in reversed(self.procs):
+            p.stop(self.stop_signal(p))
+        self.procs = []
+
+    def stop_signal(self, proc: Proc) -> int:
+        import signal
+        return signal.SIGTERM
+
+    def running(self) -> bool:
+        return bool(self.procs) and all(p.alive() for p in self.procs)
+
+    def health(self) -> dict[str, Any]:
+        """Name, address, whether it answers, and its version (for `labkit status`)."""
+        ok = self.running()
+        try:
+            ok = ok and self.ready()
+            version = self.version() if ok else "-"
+        except Exception as e:  # a health report never raises
+            ok, version = False, f"error: {e}"
+        return {"name": self.name, "ok": ok, "address": self.address, "version": version}
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "workdir": str(self.workdir), "host": self.host,
+                "user": self.user, "procs": [p.to_dict() for p in self.procs], **self._state()}
+
+    def restore(self, state: dict[str, Any]) -> "NativeService":
+        """Reattach to processes recorded by ``to_state`` (possibly in another process)."""
+        self.procs = [Proc.from_dict(p) for p in state.get("procs", [])]
+        self._restore(state)
+        return self
+
+    def log_tail(self, lines: int = 15) -> str:
+        return log_tail(self.log_path, lines)
+
+    def __enter__(self) -> "NativeService":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        status = "running" if self.running() else "stopped"
+        return f"<{type(self).__name__} {self.name} {self.address} {status}>"

@@ -1,0 +1,354 @@
+"""PostgreSQL 15: a leader and N streaming-replication followers, from the installed binaries.
+
+Every TCP login needs the lab's generated password (scram-sha-256); there is no trust auth
+and no Unix socket. ``wal_level=logical`` so later notebooks can read the write stream.
+Each follower's replay delay can be changed while it runs, and its lag read in bytes and ms.
+
+>>> from pathlib import Path
+>>> with Postgres(Path("/tmp/lab/postgres"), password="s3cret", followers=1) as pg:  # doctest: +SKIP
+...     pg.leader.execute("CREATE TABLE t (x int)")
+...     pg.followers[0].set_delay(500)
+...     pg.followers[0].lag()
+Lag(bytes=0, ms=0.0)
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from labkit._proc import PortAllocator, ServiceError, own, run, spawn
+from labkit.config import SYNCHRONOUS_COMMIT_MODES
+from labkit.services.base import NativeService
+
+CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "postgres"
+SUPERUSER = "postgres"
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far a follower is behind its leader."""
+
+    bytes: int
+    ms: float
+
+
+class PostgresServer(NativeService):
+    """One postmaster: the leader, or follower ``index`` replicating from ``leader``.
+
+    >>> leader = PostgresServer(Path("/tmp/lab/pg/leader"), password="pw").start()  # doctest: +SKIP
+    >>> leader.execute("SELECT 1")                                                  # doctest: +SKIP
+    [(1,)]
+    """
+
+    kind = "postgres"
+
+    def __init__(self, workdir: Path, *, password: str, index: int = 0,
+                 leader: "PostgresServer | None" = None, port: int = 0,
+                 bin_dir: str = "/usr/lib/postgresql/15/bin", host: str = "127.0.0.1",
+                 user: str | None = None, timeout_s: float = 60.0) -> None:
+        super().__init__(workdir, host=host, user=user, timeout_s=timeout_s)
+        self.password, self.index, self.leader, self.port = password, index, leader, port
+        self.bin_dir = bin_dir
+
+    # -- accessors ----------------------------------------------------------------------
+    @property
+    def is_follower(self) -> bool:
+        return self.leader is not None
+
+    @property
+    def name(self) -> str:
+        return f"follower{self.index}" if self.is_follower else "leader"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "postgres.log"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq connection string with the lab's superuser credentials."""
+        return (f"host={self.host} port={self.port} user={SUPERUSER} "
+                f"password={self.password} dbname={dbname}")
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}:{self.password}@{self.host}:{self.port}/{dbname}"
+
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection:
+        kwargs.setdefault("autocommit", True)
+        kwargs.setdefault("connect_timeout", 3)
+        return psycopg.connect(self.dsn(dbname), **kwargs)
+
+    def execute(self, sql: str, params: Any = None, dbname: str = "postgres") -> list[tuple]:
+        """Run one statement in its own autocommit connection; return its rows (if any)."""
+        with self.connect(dbname) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _bin(self, name: str) -> str:
+        path = Path(self.bin_dir) / name
+        if not path.exists():
+            from labkit._proc import install_hint
+            raise ServiceError(f"{name} not found in {self.bin_dir}; {install_hint('postgres')}")
+        return str(path)
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def _prepare(self) -> None:
+        if not self.port:
+            self.port = PortAllocator(self.host).take()
+        if not self.initialized:
+            if self.is_follower:
+                self._base_backup()
+            else:
+                self._initdb()
+        runtime = [f"listen_addresses = '{self.host}'", f"port = {self.port}"]
+        if self.is_follower:
+            assert self.leader is not None
+            runtime += [
+                f"primary_conninfo = 'host={self.leader.host} port={self.leader.port} "
+                f"user={SUPERUSER} password={self.password} application_name={self.name}'",
+                f"primary_slot_name = '{self.name}'",
+            ]
+        conf = self.data_dir / "labkit-runtime.conf"
+        conf.write_text("# Written by labkit at every start: addresses and ports change.\n"
+                        + "\n".join(runtime) + "\n")
+        conf.chmod(0o600)
+
+    def _initdb(self) -> None:
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)  # a half-made directory from an interrupted init
+        pwfile = self.workdir / ".pwfile"
+        pwfile.write_text(self.password + "\n")
+        own(pwfile, self.user)
+        try:
+            run([self._bin("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                 f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C",
+                 "--no-sync"], user=self.user, what="initdb (postgres)")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        shutil.copy(CONTAINERS / "pg_hba.conf", self.data_dir / "pg_hba.conf")
+        shutil.copy(CONTAINERS / "postgresql.conf", self.data_dir / "labkit.conf")
+        with open(self.data_dir / "postgresql.conf", "a") as f:
+            f.write("\ninclude 'labkit.conf'\ninclude_if_exists 'labkit-runtime.conf'\n")
+
+    def _base_backup(self) -> None:
+        assert self.leader is not None
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        # A slot left by an earlier follower of this name would make -C fail.
+        self.leader.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (self.name,))
+        run([self._bin("pg_basebackup"), "-h", self.leader.host, "-p", str(self.leader.port),
+             "-U", SUPERUSER, "-D", str(self.data_dir), "-X", "stream", "-c", "fast",
+             "-C", "-S", self.name, "--no-sync"],
+            user=self.user, env={"PGPASSWORD": self.password}, what="pg_basebackup (postgres)")
+        (self.data_dir / "standby.signal").touch()
+
+    def _launch(self) -> None:
+        self.procs.append(spawn(f"postgres-{self.name}", [self._bin("postgres"), "-D",
+                                str(self.data_dir)], cwd=self.workdir, log_path=self.log_path,
+                                user=self.user))
+
+    def stop_signal(self, proc: Any) -> int:
+        import signal
+        return signal.SIGINT  # "fast" shutdown; SIGTERM would wait for every client to leave
+
+    def ready(self) -> bool:
+        with self.connect(connect_timeout=1) as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        return in_recovery == self.is_follower
+
+    def version(self) -> str:
+        return self.execute("SHOW server_version")[0][0]
+
+    # -- follower controls --------------------------------------------------------------
+    def set_delay(self, delay_ms: int) -> None:
+        """Make this follower apply each commit ``delay_ms`` after the leader made it."""
+        self._require_follower("set_delay")
+        if delay_ms < 0:
+            raise ValueError(f"delay_ms={delay_ms}: a replay delay cannot be negative")
+        with self.connect() as conn:
+            conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(delay_ms)}ms'")
+            conn.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous; wait until the server reports the new value.
+        deadline = time.monotonic() + 5
+        while self.delay_ms() != int(delay_ms) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def delay_ms(self) -> int:
+        """The replay delay in force (``recovery_min_apply_delay``), in ms."""
+        self._require_follower("delay_ms")
+        rows = self.execute("SELECT setting::int FROM pg_settings "
+                            "WHERE name = 'recovery_min_apply_delay'")
+        return int(rows[0][0])
+
+    def lag(self) -> Lag:
+        """Bytes of WAL not yet replayed here, and the leader's estimate of the delay in ms.
+
+        ``ms`` is the leader's ``replay_lag`` while there is WAL to replay (0 when caught up).
+        When the leader has no recent estimate (a single write after a quiet spell), it falls
+        back to the age of the last transaction this follower replayed.
+        """
+        self._require_follower("lag")
+        assert self.leader is not None
+        rows = self.leader.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+            "extract(epoch FROM replay_lag) * 1000 FROM pg_stat_replication "
+            "WHERE application_name = %s", (self.name,))
+        if not rows or rows[0][0] is None:
+            raise ServiceError(f"{self.name} is not streaming from the leader; see {self.log_path}")
+        lag_bytes, replay_ms = int(rows[0][0]), rows[0][1]
+        if lag_bytes <= 0:
+            return Lag(0, 0.0)
+        if replay_ms is None:
+            replay_ms = self.execute(
+                "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000")[0][0]
+        return Lag(lag_bytes, float(replay_ms or 0.0))
+
+    def _require_follower(self, what: str) -> None:
+        if not self.is_follower:
+            raise ServiceError(f"{what}() is for followers; the leader is never behind itself")
+
+    def _state(self) -> dict[str, Any]:
+        return {"index": self.index, "port": self.port}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.index, self.port = state["index"], state["port"]
+
+
+class Postgres:
+    """A PostgreSQL leader with ``followers`` streaming replicas: one service of the lab.
+
+    >>> pg = Postgres(Path("/tmp/lab/postgres"), password="pw", followers=1).start()  # doctest: +SKIP
+    >>> pg.leader.dsn()                                                              # doctest: +SKIP
+    'host=127.0.0.1 port=40001 user=postgres password=pw dbname=postgres'
+    """
+
+    kind = "postgres"
+
+    def __init__(self, workdir: Path, *, password: str, followers: int = 1,
+                 ports: PortAllocator | None = None, bin_dir: str = "/usr/lib/postgresql/15/bin",
+                 host: str = "127.0.0.1", user: str | None = None, timeout_s: float = 60.0) -> None:
+        self.workdir, self.password = Path(workdir), password
+        ports = ports or PortAllocator(host)
+        common = dict(password=password, bin_dir=bin_dir, host=host, user=user,
+                      timeout_s=timeout_s)
+        self.leader = PostgresServer(self.workdir / "leader", port=ports.take(), **common)
+        self.followers = [
+            PostgresServer(self.workdir / f"follower{i}", index=i, leader=self.leader,
+                           port=ports.take(), **common)
+            for i in range(1, followers + 1)
+        ]
+
+    @property
+    def servers(self) -> list[PostgresServer]:
+        return [self.leader, *self.followers]
+
+    @property
+    def follower(self) -> PostgresServer:
+        """The first follower (most notebooks need just one)."""
+        if not self.followers:
+            raise ServiceError("this lab has no follower; bring it up with `followers=1` or more")
+        return self.followers[0]
+
+    @property
+    def procs(self) -> list:
+        return [p for s in self.servers for p in s.procs]
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """The leader's connection string (writes go to the leader)."""
+        return self.leader.dsn(dbname)
+
+    def start(self) -> "Postgres":
+        fresh_leader = not self.leader.initialized
+        self.leader.start()
+        if fresh_leader:  # old followers belong to a cluster that no longer exists
+            for f in self.followers:
+                shutil.rmtree(f.workdir / "data", ignore_errors=True)
+        if self.followers:
+            with ThreadPoolExecutor(len(self.followers)) as pool:
+                list(pool.map(lambda f: f.start(), self.followers))
+        return self
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
+
+    def running(self) -> bool:
+        return all(s.running() for s in self.servers)
+
+    def ready(self) -> bool:
+        return all(s.ready() for s in self.servers)
+
+    def health(self) -> list[dict[str, Any]]:
+        out = []
+        for s in self.servers:
+            h = s.health()
+            h["name"] = f"postgres-{s.name}"
+            if s.is_follower and h["ok"]:
+                try:
+                    lag = s.lag()
+                    h["lag"] = f"{lag.bytes} B / {lag.ms:.0f} ms, delay {s.delay_ms()} ms"
+                except Exception as e:
+                    h["lag"] = f"error: {e}"
+            out.append(h)
+        return out
+
+    def set_synchronous_commit(self, mode: str) -> None:
+        """Switch how commits on the leader wait: ``off``, ``local`` or ``remote_apply``.
+
+        ``remote_apply`` waits until every follower has *applied* the commit, so a read on any of
+        them right after sees the write (read-your-writes), at the price of the slowest
+        follower's replay delay (and commits stall while a follower is down).
+        """
+        if mode not in SYNCHRONOUS_COMMIT_MODES:
+            raise ValueError(f"synchronous_commit={mode!r}: choose one of "
+                             f"{', '.join(SYNCHRONOUS_COMMIT_MODES)}")
+        if mode == "remote_apply" and not self.followers:
+            raise ServiceError("remote_apply needs a follower; bring the lab up with followers=1")
+        names = ", ".join(f.name for f in self.followers)
+        standby = f"ANY {len(self.followers)} ({names})" if mode == "remote_apply" else ""
+        with self.leader.connect() as conn:
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{standby}'")
+            conn.execute(f"ALTER SYSTEM SET synchronous_commit = '{mode}'")
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 5
+        while self.synchronous_commit() != mode and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def synchronous_commit(self) -> str:
+        return self.leader.execute("SHOW synchronous_commit")[0][0]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "workdir": str(self.workdir), "password": self.password,
+                "servers": [s.to_state() for s in self.servers]}
+
+    def restore(self, state: dict[str, Any]) -> "Postgres":
+        for s, st in zip(self.servers, state["servers"]):
+            s.restore(st)
+        return self
+
+    def __enter__(self) -> "Postgres":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Postgres leader={self.leader.address} followers={len(self.followers)}>"

@@ -1,0 +1,1 @@
+"""Cython kernels, each beside its pure-Python twin."""

@@ -1,0 +1,73 @@
+"""Test fixtures: one real lab per test session, in a directory of its own.
+
+The session lab never touches a student's lab: LABKIT_LAB_DIR points at a fresh temporary
+directory before anything runs, and notebooks run under nbval inherit it, so their
+`lk.up()` reattaches to the same servers. Tests that must kill or break a lab start a
+separate, disposable one (`fresh_lab_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import labkit as lk
+from labkit.config import LabConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lab_dir(prefix: str) -> Path:
+    # Under /tmp, mode 0755: as root the servers run as an unprivileged account that must
+    # be able to enter it (pytest's own tmp_path is 0700 under /tmp/pytest-of-root).
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        os.environ["LABKIT_LAB_DIR"] = str(_lab_dir("labkit-test-"))
+        os.environ.pop("LABKIT_CONFIG", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lab_dir = os.environ.get("LABKIT_LAB_DIR", "")
+    if lab_dir.startswith("/tmp/labkit-test-"):
+        lk.down(LabConfig.load(lab_dir=lab_dir), purge=True)
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> lk.Lab:
+    """The session's lab: PostgreSQL leader + 1 follower, Memcached, RabbitMQ."""
+    return lk.up(followers=1, services=("postgres", "memcached", "rabbitmq"))
+
+
+@pytest.fixture
+def fresh_lab_dir():
+    """A disposable lab directory; whatever runs there is stopped and deleted afterwards."""
+    path = _lab_dir("labkit-fresh-")
+    yield path
+    lk.down(LabConfig.load(lab_dir=path), purge=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_db(lab):
+    """A database of its own for one test (the janitor pattern), dropped afterwards."""
+    import uuid
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    lab.leader.execute(f"CREATE DATABASE {name}")
+    deadline = time.monotonic() + 10  # the followers replay the CREATE a moment later
+    while time.monotonic() < deadline and not all(
+            f.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            for f in lab.followers):
+        time.sleep(0.02)
+    yield name
+    lab.leader.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,0 +1,162 @@
+"""Lab lifecycle on real servers: reattach, down after kill -9, ports, loopback, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import labkit as lk
+from labkit._proc import PortAllocator, ServiceError, listening
+from labkit.config import LabConfig
+
+
+def _lab_pids(lab_dir: Path) -> list[int]:
+    root = str(lab_dir.resolve())
+    out = []
+    for p in psutil.process_iter(["cwd"]):
+        cwd = p.info.get("cwd") or ""
+        if cwd == root or cwd.startswith(root + os.sep):
+            out.append(p.pid)
+    return out
+
+
+def _recorded_ports(state: dict) -> list[int]:
+    ports = []
+    svc = state["services"]
+    for s in svc.get("postgres", {}).get("servers", []):
+        ports.append(s["port"])
+    ports += [m["port"] for m in svc.get("memcached", [])]
+    if "rabbitmq" in svc:
+        r = svc["rabbitmq"]
+        ports += [r["port"], r["dist_port"], r["epmd_port"]]
+    return ports
+
+
+def test_up_is_idempotent_and_reattaches_from_another_process(lab):
+    again = lk.up()
+    assert again.leader.port == lab.leader.port and again.broker_url == lab.broker_url
+    code = ("import labkit as lk, json; lab = lk.attach(); "
+            "print(json.dumps([lab.leader.port, lab.cache_servers[0][1], lab.broker_url, "
+            "lab.leader.execute('SELECT 40 + 2')[0][0]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [lab.leader.port, lab.cache_servers[0][1], lab.broker_url, 42]
+
+
+def test_every_server_is_healthy(lab):
+    rows = lab.health()
+    assert {r["name"] for r in rows} >= {"postgres-leader", "postgres-follower1", "memcached-0",
+                                         "rabbitmq"}
+    assert all(r["ok"] for r in rows), rows
+    assert [r for r in rows if r["name"] == "postgres-leader"][0]["version"].startswith("15.")
+
+
+def test_no_server_listens_on_a_non_loopback_address(lab):
+    pids = set(_lab_pids(lab.config.lab_dir))
+    for pid in list(pids):
+        try:
+            pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            pass
+    listens = [c for c in psutil.net_connections("inet")
+               if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert listens, "found no listening sockets of the lab at all"
+    outside = [c for c in listens if c.laddr.ip not in ("127.0.0.1", "::1")]
+    assert not outside, outside
+
+
+def test_state_file_is_private(lab):
+    assert lab.config.state_file.stat().st_mode & 0o077 == 0
+    assert (lab.config.lab_dir / "secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_port_allocator_skips_a_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        alloc = PortAllocator("127.0.0.1", base=port)
+        assert alloc.take() != port
+        assert alloc.take() != port
+
+
+@pytest.mark.slow
+def test_taken_port_is_skipped_by_a_real_lab(fresh_lab_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lab = lk.up(lab_dir=fresh_lab_dir, services=("memcached",), memcached_instances=2,
+                    port_base=port)
+        ports = [p for _, p in lab.cache_servers]
+        assert port not in ports and all(p > port for p in ports)
+        assert lab.memcached[0].ready() and lab.memcached[1].ready()
+
+
+def test_missing_binary_names_the_fix(fresh_lab_dir):
+    cfg = LabConfig.load(lab_dir=fresh_lab_dir, services=("memcached",),
+                         memcached_bin="/nonexistent/memcached")
+    with pytest.raises(ServiceError) as e:
+        lk.up(cfg)
+    msg = str(e.value)
+    assert "not found" in msg and "apt-get install -y memcached" in msg
+    assert "brew install memcached" in msg and "labkit doctor" in msg
+
+
+def test_attach_without_a_lab_says_how_to_start_one(fresh_lab_dir):
+    with pytest.raises(ServiceError, match="labkit up"):
+        lk.attach(lab_dir=fresh_lab_dir)
+
+
+STARTER = """
+import sys, labkit as lk
+lab = lk.up(lab_dir=sys.argv[1], followers=1)
+print("UP", flush=True)
+import time; time.sleep(600)
+"""
+
+
+def _start_and_kill(lab_dir: Path, after: str) -> dict:
+    """Start a lab in a child process, SIGKILL the child, return the state it left."""
+    child = subprocess.Popen([sys.executable, "-c", STARTER, str(lab_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        if after == "up":
+            assert child.stdout.readline().strip() == "UP"
+        else:  # mid-start: PostgreSQL is up, RabbitMQ is still booting
+            deadline = time.monotonic() + 60
+            while not (lab_dir / "state.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    state_file = lab_dir / "state.json"
+    return json.loads(state_file.read_text()) if state_file.exists() else {"services": {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after", ["up", "mid-start"])
+def test_down_after_kill_9_of_the_starter(fresh_lab_dir, after):
+    state = _start_and_kill(fresh_lab_dir, after)
+    assert _lab_pids(fresh_lab_dir), "the servers should outlive their starter"
+    if after == "up":  # a fresh process reattaches to the orphaned servers
+        lab = lk.attach(lab_dir=fresh_lab_dir)
+        assert all(r["ok"] for r in lab.health())
+    ports = _recorded_ports(state)
+    lk.down(lab_dir=fresh_lab_dir)
+    time.sleep(0.2)
+    assert _lab_pids(fresh_lab_dir) == []
+    assert [p for p in ports if listening("127.0.0.1", p)] == []
+    assert not any(p.info["name"] in ("beam.smp", "epmd", "postgres", "memcached")
+                   and str(fresh_lab_dir) in " ".join(p.info["cmdline"] or [])
+                   for p in psutil.process_iter(["name", "cmdline"]))
