@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Prepares a machine for the lab, idempotently: the servers' system packages (only those
+# missing) and a virtualenv in .venv with labkit installed. Both README commands start here.
+#   Debian/Ubuntu: apt-get (with sudo when not root).  macOS: Homebrew.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if [ "$(uname -s)" = "Darwin" ]; then
+  command -v brew >/dev/null || { echo "Install Homebrew first (https://brew.sh), then run this again." >&2; exit 1; }
+  for f in postgresql@15 memcached rabbitmq openjdk@17 maven python@3.11; do
+    brew list --versions "$f" >/dev/null 2>&1 || { log "brew install $f"; brew install "$f"; }
+  done
+  PYTHON="${PYTHON:-$(brew --prefix python@3.11)/bin/python3.11}"
+else
+  need=()
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)  # contrib (pg_stat_statements) is part of it
+  command -v memcached >/dev/null || need+=(memcached)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+  command -v epmd >/dev/null || need+=(erlang-base)
+  command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || need+=(maven)
+  command -v git >/dev/null || need+=(git)
+  command -v python3 >/dev/null || need+=(python3)
+  if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    need+=(python3-venv)
+  fi
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing Debian packages: ${need[*]}"
+    # Keep the packages' own system services from starting: the lab runs its own servers on
+    # free ports, so a system PostgreSQL/RabbitMQ/memcached would only take memory and ports.
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod +x /usr/sbin/policy-rc.d
+      made_policy=1
+    fi
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO -E apt-get install -y -q --no-install-recommends "${need[@]}"
+    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  fi
+  PYTHON="${PYTHON:-python3}"
+fi
+
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "labkit needs Python >= 3.10"'
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+# Reinstall only when the package's metadata changed (pip is slow even when nothing is to do).
+stamp=.venv/.labkit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing labkit and its dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e .
+  touch "$stamp"
+fi
+log "ready: $(.venv/bin/labkit doctor >/dev/null 2>&1 && echo 'all servers installed' || echo 'run .venv/bin/labkit doctor')"
