@@ -7,7 +7,6 @@ time, so a later ``down`` from any process never signals a pid the OS has reused
 
 from __future__ import annotations
 
-import errno
 import os
 import pwd
 import shutil
@@ -154,7 +153,7 @@ class Proc:
         _signal_all([p], sig)
         # A paused (SIGSTOPped) server cannot act on the signal until it is continued.
         _signal_all([p], signal.SIGCONT)
-        _, alive = psutil.wait_procs(family[:1], timeout=timeout_s)
+        psutil.wait_procs(family[:1], timeout=timeout_s)
         _signal_all(family, signal.SIGKILL)
         psutil.wait_procs(family, timeout=5)
 
@@ -284,7 +283,3 @@ def install_hint(what: str) -> str:
     deb, brew = package_for(what)
     return (f"install it with `sudo apt-get install -y {deb}` (Debian/Ubuntu) or "
             f"`brew install {brew}` (macOS), or run `labkit doctor`")
-
-
-def is_port_error(exc: OSError) -> bool:
-    return exc.errno in (errno.EADDRINUSE, errno.EACCES)

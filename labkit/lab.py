@@ -78,7 +78,7 @@ class Lab:
         lab._build(list(state["services"]), state)
         return lab
 
-    def down(self, purge: bool = False) -> list[int]:
+    def down(self, purge: bool = False, *, progress: bool = True) -> list[int]:
         """Stop every server of this lab; return the pids the final sweep had to kill.
 
         ``purge=True`` also deletes the data (databases, queues, credentials).
@@ -87,8 +87,7 @@ class Lab:
             state = self._read_state()
             if state.get("services"):
                 self._build(list(state["services"]), state)
-            for svc in self._services():
-                svc.stop()
+            self._in_parallel("stopping", self._services(), lambda svc: svc.stop(), progress)
             swept = sweep(self.config.lab_dir)
             self.config.state_file.unlink(missing_ok=True)
             self.postgres, self.memcached, self.rabbitmq = None, [], None
@@ -243,28 +242,45 @@ class Lab:
                 wait_ready(repr(svc), svc.ready, timeout_s=self.config.startup_timeout_s)
             else:
                 todo.append(svc)
-        if not todo:
-            return
-        errors: list[str] = []
-        with _Progress(enabled=progress) as bar, ThreadPoolExecutor(len(todo)) as pool:
-            def start(svc: Any) -> None:
-                name = getattr(svc, "name", svc.kind)
-                bar.add(name)
-                t0 = time.monotonic()
-                try:
-                    svc.start()
-                except Exception as e:
-                    errors.append(f"{name}: {e}")
-                else:
-                    self.timings_s[name] = time.monotonic() - t0
-                finally:
-                    bar.done(name)
-                    self._write_state()
 
-            list(pool.map(start, todo))
+        def start(svc: Any) -> None:
+            try:
+                svc.start()
+            finally:
+                self._write_state()  # after each server: a killed starter leaves what it made
+
+        self.timings_s = self._in_parallel("starting", todo, start, progress)
+
+    def _in_parallel(self, verb: str, services: list[Any], action: Any,
+                     progress: bool) -> dict[str, float]:
+        """Apply ``action`` to every service at once; return seconds per service name.
+
+        Progress is shown once the wait passes 2 s; every failure is reported, not just one.
+        """
+        timings: dict[str, float] = {}
+        errors: list[str] = []
+        if not services:
+            return timings
+
+        def one(svc: Any) -> None:
+            name = getattr(svc, "name", svc.kind)
+            bar.add(name)
+            t0 = time.monotonic()
+            try:
+                action(svc)
+            except Exception as e:
+                errors.append(f"{name}: {e}")
+            else:
+                timings[name] = time.monotonic() - t0
+            finally:
+                bar.done(name)
+
+        with _Progress(verb, enabled=progress) as bar, ThreadPoolExecutor(len(services)) as pool:
+            list(pool.map(one, services))
         if errors:
-            raise ServiceError("could not start the lab:\n" + "\n".join(errors)
+            raise ServiceError(f"{verb} the lab failed:\n" + "\n".join(errors)
                                + "\nRun `labkit doctor` to check the installation.")
+        return timings
 
     def _write_state(self) -> None:
         with self._state_lock:
@@ -320,8 +336,9 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
 class _Progress:
     """Says what is still starting once a wait passes 2 s (silent for quick starts)."""
 
-    def __init__(self, enabled: bool = True, after_s: float = 2.0, stream: Any = None) -> None:
-        self.enabled, self.after_s = enabled, after_s
+    def __init__(self, verb: str, enabled: bool = True, after_s: float = 2.0,
+                 stream: Any = None) -> None:
+        self.verb, self.enabled, self.after_s = verb, enabled, after_s
         self.stream = stream or sys.stderr
         self.pending: list[str] = []
         self.t0 = time.monotonic()
@@ -342,7 +359,7 @@ class _Progress:
             elapsed = time.monotonic() - self.t0
             if elapsed < self.after_s or not self.pending:
                 continue
-            msg = f"starting the lab: {elapsed:4.0f} s, waiting for {', '.join(self.pending)}"
+            msg = f"{self.verb} the lab: {elapsed:4.0f} s, waiting for {', '.join(self.pending)}"
             if tty:
                 self.stream.write("\r" + msg.ljust(78))
             elif elapsed - last_line >= 3:
@@ -362,5 +379,6 @@ class _Progress:
             self._stop.set()
             self._thread.join()
             if self._shown:
-                self.stream.write(f"\rlab up in {time.monotonic() - self.t0:.1f} s".ljust(79) + "\n")
+                done = f"{self.verb} the lab: done in {time.monotonic() - self.t0:.1f} s"
+                self.stream.write("\r" + done.ljust(78) + "\n")
                 self.stream.flush()
