@@ -21,6 +21,10 @@ from typing import Callable, Iterable, Mapping
 import psutil
 
 
+# Set in every server's environment (and so inherited by whatever it spawns) to find strays.
+SERVER_DIR_ENV = "LABKIT_SERVER_DIR"
+
+
 class ServiceError(RuntimeError):
     """A server could not be started, reached or stopped; the message says what to do."""
 
@@ -180,7 +184,7 @@ def spawn(name: str, cmd: list[str], *, cwd: Path, log_path: Path, user: str | N
     if not (Path(exe).exists() or shutil.which(exe)):
         raise ServiceError(f"{exe} not found; {install_hint(name)}")
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                "LC_ALL": "C.UTF-8", **(env or {})}
+                "LC_ALL": "C.UTF-8", SERVER_DIR_ENV: str(cwd.resolve()), **(env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         own(log_path, user)
@@ -242,16 +246,27 @@ def log_tail(log_path: Path | None, lines: int = 15) -> str:
 
 
 def sweep(lab_dir: Path) -> list[int]:
-    """Kill every process still running with its working directory inside ``lab_dir``.
+    """Kill every process left over from ``lab_dir``'s servers.
 
     The safety net behind ``down``: it finds servers whose state was lost (the starter was
-    killed before writing it) and helpers that daemonized away from their parent.
+    killed before writing it) and helpers that daemonized away from their parent (epmd,
+    erl_child_setup). A process belongs to the lab when its working directory is inside
+    ``lab_dir`` or it inherited the ``LABKIT_SERVER_DIR`` marker that ``spawn`` sets.
     """
     root = str(lab_dir.resolve())
+
+    def inside(path: str) -> bool:
+        return path == root or path.startswith(root + os.sep)
+
     found = []
     for p in psutil.process_iter(["pid", "cwd"]):
-        cwd = p.info.get("cwd") or ""
-        if p.pid != os.getpid() and (cwd == root or cwd.startswith(root + os.sep)):
+        if p.pid == os.getpid():
+            continue
+        try:
+            mine = inside(p.info.get("cwd") or "") or inside(p.environ().get(SERVER_DIR_ENV, ""))
+        except psutil.Error:  # gone, or another user's process we may not look into
+            continue
+        if mine:
             found.append(p)
     _signal_all(found, signal.SIGCONT)
     _signal_all(found, signal.SIGKILL)

@@ -20,24 +20,29 @@ from labkit.config import LabConfig
 
 
 def _lab_pids(lab_dir: Path) -> list[int]:
+    """Processes that belong to the lab: working directory or inherited marker inside it."""
     root = str(lab_dir.resolve())
     out = []
     for p in psutil.process_iter(["cwd"]):
-        cwd = p.info.get("cwd") or ""
-        if cwd == root or cwd.startswith(root + os.sep):
+        try:
+            marks = [p.info.get("cwd") or "", p.environ().get("LABKIT_SERVER_DIR", "")]
+        except psutil.Error:
+            continue
+        if any(m == root or m.startswith(root + os.sep) for m in marks):
             out.append(p.pid)
     return out
 
 
 def _recorded_ports(state: dict) -> list[int]:
-    ports = []
+    """Ports of the servers the state file says were started (not those merely allotted)."""
     svc = state["services"]
-    for s in svc.get("postgres", {}).get("servers", []):
-        ports.append(s["port"])
-    ports += [m["port"] for m in svc.get("memcached", [])]
+    servers = [*svc.get("postgres", {}).get("servers", []), *svc.get("memcached", [])]
     if "rabbitmq" in svc:
-        r = svc["rabbitmq"]
-        ports += [r["port"], r["dist_port"], r["epmd_port"]]
+        servers.append(svc["rabbitmq"])
+    ports = []
+    for s in servers:
+        if s.get("procs"):
+            ports += [s[k] for k in ("port", "dist_port", "epmd_port") if k in s]
     return ports
 
 
@@ -156,7 +161,8 @@ def test_down_after_kill_9_of_the_starter(fresh_lab_dir, after):
     lk.down(lab_dir=fresh_lab_dir)
     time.sleep(0.2)
     assert _lab_pids(fresh_lab_dir) == []
-    assert [p for p in ports if listening("127.0.0.1", p)] == []
+    still = [p for p in ports if listening("127.0.0.1", p)]
+    assert still == [], (still, subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout)
     assert not any(p.info["name"] in ("beam.smp", "epmd", "postgres", "memcached")
                    and str(fresh_lab_dir) in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["name", "cmdline"]))
