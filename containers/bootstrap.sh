@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 log() { printf '[bootstrap] %s\n' "$*"; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+need_sudo() {
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "Installing system packages needs root: run this as root, or install sudo." >&2
+    exit 1
+  fi
+}
 
 if [ "$(uname -s)" = "Darwin" ]; then
   command -v brew >/dev/null || { echo "Install Homebrew first (https://brew.sh), then run this again." >&2; exit 1; }
@@ -30,6 +36,7 @@ else
   fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
+    need_sudo
     # Keep the packages' own system services from starting: the lab runs its own servers on
     # free ports, so a system PostgreSQL/RabbitMQ/memcached would only take memory and ports.
     made_policy=""
