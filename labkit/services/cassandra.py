@@ -1,0 +1,1125 @@
+"""Apache Cassandra 5.0, run natively from jars resolved from Maven Central.
+
+One JVM per node (:class:`CassandraNode`), nodes grouped into a ring
+(:class:`CassandraCluster`), rings grouped by topology (:class:`Cassandra`):
+
+=========  ==========================================================
+topology   what runs
+=========  ==========================================================
+single     one cluster, one node, dc ``us``
+ring       one cluster, three nodes in dc ``us`` (RF=3 experiments)
+regions    two clusters, ``us`` and ``eu``, different cluster names and
+           disjoint seeds so they never gossip (Akkio, notebook 10)
+=========  ==========================================================
+
+Each node listens on its own loopback address 127.0.0.N (Linux routes all of
+127/8 to ``lo``) with its own free native, storage and JMX ports. Tokens are
+fixed and balanced (``num_tokens: 1``), nobody bootstraps, so all nodes of a
+ring start at the same time.
+
+The jar set is described by ``containers/cassandra/pom.xml`` (the one place
+that names the Cassandra version) and resolved once per cache directory by
+:func:`resolve_jars` or ``containers/cassandra/resolve.sh``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import string
+import subprocess
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Sequence
+
+import psutil
+
+__all__ = [
+    "Cassandra",
+    "CassandraCluster",
+    "CassandraNode",
+    "CassandraError",
+    "TOPOLOGIES",
+    "cassandra_version",
+    "check_java",
+    "resolve_jars",
+]
+
+#: Where pom.xml, cassandra.yaml, logback.xml and jvm17-server.options live.
+CONTAINER_DIR = Path(__file__).resolve().parents[2] / "containers" / "cassandra"
+
+#: topology name -> {region: number of nodes}
+TOPOLOGIES: dict[str, dict[str, int]] = {
+    "single": {"us": 1},
+    "ring": {"us": 3},
+    "regions": {"us": 1, "eu": 1},
+}
+
+JAVA_FIX = (
+    "install it with `apt-get install openjdk-17-jre-headless` or "
+    "`brew install openjdk@17`, or run `labkit doctor`"
+)
+MAVEN_FIX = "install it with `apt-get install maven` or `brew install maven`, or run `labkit doctor`"
+
+READY_QUERY = "SELECT release_version FROM system.local"
+
+# Lab user for servers started as root (DESIGN.md: "servers then run under an
+# unprivileged account"); Cassandra itself refuses to run as root without -R.
+LAB_USER = "labkit"
+
+
+class CassandraError(RuntimeError):
+    """Cassandra could not be resolved, started, reached or stopped; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------
+# Jars
+# ---------------------------------------------------------------------------
+
+
+def cassandra_version(pom: Path = CONTAINER_DIR / "pom.xml") -> str:
+    """The Cassandra version named by the pom's ``cassandra.version`` property.
+
+    >>> cassandra_version().startswith("5.0.")
+    True
+    """
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find("m:properties/m:cassandra.version", ns)
+    if node is None or not (node.text or "").strip():
+        raise CassandraError(f"{pom} has no <cassandra.version> property")
+    return node.text.strip()
+
+
+def jar_dir(cache_dir: Path, version: str | None = None) -> Path:
+    """The directory holding the resolved jars for ``version`` under ``cache_dir``."""
+    return Path(cache_dir) / "cassandra" / (version or cassandra_version()) / "lib"
+
+
+def resolve_jars(
+    cache_dir: Path,
+    *,
+    mvn: str = "mvn",
+    pom: Path = CONTAINER_DIR / "pom.xml",
+    maven_settings: Path | None = None,
+    maven_repo_local: Path | None = None,
+    timeout_s: float = 1800,
+) -> Path:
+    """Resolve cassandra-all and its runtime dependencies into ``cache_dir``; return the jar dir.
+
+    Idempotent: a marker file records a finished resolution of that version and
+    makes later calls return at once. Concurrent callers serialise on a lock.
+    ``containers/cassandra/resolve.sh`` runs the same Maven command.
+
+        >>> lib = resolve_jars(Path.home() / ".cache" / "labkit")
+        >>> any(p.name.startswith("cassandra-all-") for p in lib.iterdir())
+        True
+    """
+    version = cassandra_version(pom)
+    lib = jar_dir(cache_dir, version)
+    base = lib.parent
+    marker = base / ".resolved"
+    if marker.exists():
+        return lib
+    base.mkdir(parents=True, exist_ok=True)
+    if shutil.which(mvn) is None and not Path(mvn).is_file():
+        raise CassandraError(
+            f"Maven (`{mvn}`) not found; it resolves Cassandra {version} from Maven Central: {MAVEN_FIX}."
+        )
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return lib
+        tmp = Path(tempfile.mkdtemp(prefix="lib.", dir=base))
+        cmd = [mvn, "-B", "-q", "-f", str(pom)]
+        if maven_settings is not None:
+            cmd += ["-s", str(maven_settings)]
+        if maven_repo_local is not None:
+            cmd.append(f"-Dmaven.repo.local={maven_repo_local}")
+        cmd += [
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CassandraError(
+                f"Resolving Cassandra {version} jars with Maven took over {timeout_s:.0f} s; "
+                "check access to Maven Central (or your mirror in ~/.m2/settings.xml)."
+            ) from None
+        jars = list(tmp.glob("*.jar"))
+        if proc.returncode != 0 or not any(j.name.startswith("cassandra-all-") for j in jars):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise CassandraError(
+                f"Resolving Cassandra {version} jars with Maven failed (exit {proc.returncode}). "
+                "Check access to Maven Central (or the mirror in your Maven settings); if Maven "
+                f"itself is broken, {MAVEN_FIX}. Command: {' '.join(cmd)}\n"
+                f"mvn output (last lines):\n{tail}"
+            )
+        if lib.exists():
+            shutil.rmtree(lib)
+        tmp.chmod(0o755)
+        tmp.rename(lib)
+        marker.write_text(f"{version}\n{len(jars)} jars\n")
+    return lib
+
+
+# ---------------------------------------------------------------------------
+# Java
+# ---------------------------------------------------------------------------
+
+
+def check_java(java: str = "java") -> tuple[str, int]:
+    """Return (path, major version) of ``java``; raise CassandraError unless it is Java 17+.
+
+    >>> check_java()[1] >= 17
+    True
+    """
+    path = shutil.which(java)
+    if path is None:
+        raise CassandraError(f"Java not found (`{java}`); Cassandra 5.0 needs Java 17: {JAVA_FIX}.")
+    try:
+        out = subprocess.run(
+            [path, "-version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CassandraError(f"`{path} -version` failed ({e}); Cassandra 5.0 needs Java 17: {JAVA_FIX}.") from None
+    text = out.stderr + out.stdout
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if m is None:
+        raise CassandraError(
+            f"could not read a version from `{path} -version` ({text.strip()[:200]!r}); "
+            f"Cassandra 5.0 needs Java 17: {JAVA_FIX}."
+        )
+    major = int(m.group(1))
+    if major == 1 and m.group(2):  # "1.8.0_392" is Java 8
+        major = int(m.group(2))
+    if major < 17:
+        raise CassandraError(
+            f"{path} is Java {major}; Cassandra 5.0 in labkit needs Java 17: {JAVA_FIX}."
+        )
+    return path, major
+
+
+# ---------------------------------------------------------------------------
+# Process helpers
+# ---------------------------------------------------------------------------
+
+
+# TODO(lead): share with labkit/_proc.py
+def _free_port(host: str, taken: set[int]) -> int:
+    """A TCP port that is free on ``host`` now and not in ``taken``."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise CassandraError(f"no free TCP port found on {host}")
+
+
+# TODO(lead): share with labkit/_proc.py
+def _port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        return s.connect_ex((host, port)) == 0
+
+
+# TODO(lead): share with labkit/_proc.py
+def _ensure_lab_user(name: str = LAB_USER) -> tuple[int, int] | None:
+    """As root: make sure the unprivileged lab account exists; return (uid, gid). Else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        try:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                check=True, capture_output=True, text=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            raise CassandraError(
+                f"running as root, so Cassandra must run as the unprivileged user `{name}`, "
+                f"but creating it failed ({detail.strip()}); create it with "
+                f"`useradd --system --no-create-home --shell /usr/sbin/nologin {name}`."
+            ) from None
+        pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid
+
+
+# TODO(lead): share with labkit/_proc.py
+def _world_readable(path: Path) -> bool:
+    """True if any user can traverse to ``path`` and read it."""
+    p = path.resolve()
+    for parent in [p, *p.parents]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(p.stat().st_mode & stat.S_IROTH)
+
+
+# TODO(lead): share with labkit/_proc.py
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+# TODO(lead): share with labkit/_proc.py
+def _same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
+    """The live process ``pid`` if it is still the one created at ``create_time``, else None.
+
+    Guards every signal we send: a recycled pid belongs to someone else.
+    """
+    if not pid or create_time is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > 0.01:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                proc.wait(0)
+            return None
+        return proc
+    except psutil.Error:
+        return None
+
+
+def _murmur3_tokens(n: int) -> list[int]:
+    """Balanced single tokens for ``n`` nodes on Murmur3's ring [-2**63, 2**63)."""
+    return [-(2**63) + i * (2**64 // n) for i in range(n)]
+
+
+def _connection_class():
+    """The driver reactor to use: libev if built, else asyncio (asyncore is gone in Python 3.12)."""
+    try:
+        from cassandra.io.libevreactor import LibevConnection
+
+        return LibevConnection
+    except Exception:  # ImportError or a libev build without the shared library
+        from cassandra.io.asyncioreactor import AsyncioConnection
+
+        return AsyncioConnection
+
+
+def driver_cluster(
+    contact_points: Sequence[tuple[str, int]],
+    *,
+    only: str | None = None,
+    connect_timeout_s: float = 5,
+    request_timeout_s: float = 10,
+    **kwargs: Any,
+):
+    """A ``cassandra.cluster.Cluster`` for these contact points.
+
+    ``only="127.0.0.3"`` sends every request to that node alone (a
+    ``WhiteListRoundRobinPolicy``), to check one replica by itself.
+
+        >>> with Cassandra(Path("/tmp/lab")) as cas:
+        ...     cluster = driver_cluster(cas.contact_points)
+        ...     session = cluster.connect()
+        ...     cluster.shutdown()
+    """
+    from cassandra import ProtocolVersion
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import (
+        DCAwareRoundRobinPolicy,
+        TokenAwarePolicy,
+        WhiteListRoundRobinPolicy,
+    )
+
+    policy = WhiteListRoundRobinPolicy([only]) if only else TokenAwarePolicy(DCAwareRoundRobinPolicy())
+    profile = ExecutionProfile(load_balancing_policy=policy, request_timeout=request_timeout_s)
+    return Cluster(
+        contact_points=list(contact_points),
+        protocol_version=ProtocolVersion.V5,
+        connection_class=_connection_class(),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=connect_timeout_s,
+        control_connection_timeout=connect_timeout_s,
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Node
+# ---------------------------------------------------------------------------
+
+
+_TOOLS_LOGBACK = """<configuration>
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
+"""
+
+
+class CassandraNode:
+    """One Cassandra JVM on its own loopback address; start, stop, pause and nodetool it.
+
+    Usually built by :class:`CassandraCluster`; a single node can be driven alone:
+
+        >>> node = CassandraNode(Path("/tmp/lab/n1"), cluster_name="lab", dc="us",
+        ...                      host="127.0.0.1", initial_token=0,
+        ...                      lib_dir=resolve_jars(Path("/tmp/cache")))
+        >>> node.start(); node.wait_ready()
+        >>> node.nodetool("status")  # doctest: +SKIP
+        >>> node.stop()
+    """
+
+    def __init__(
+        self,
+        node_dir: Path,
+        *,
+        cluster_name: str,
+        dc: str,
+        host: str,
+        initial_token: int,
+        lib_dir: Path,
+        rack: str = "rack1",
+        seeds: Sequence[str] | None = None,
+        native_port: int | None = None,
+        storage_port: int | None = None,
+        jmx_port: int | None = None,
+        heap_mb: int = 512,
+        java: str = "java",
+        ring_delay_ms: int = 1000,
+        container_dir: Path = CONTAINER_DIR,
+        extra_jvm_opts: Sequence[str] = (),
+        pid: int | None = None,
+        create_time: float | None = None,
+    ) -> None:
+        self.node_dir = Path(node_dir)
+        self.name = self.node_dir.name
+        self.cluster_name = cluster_name
+        self.dc = dc
+        self.rack = rack
+        self.host = host
+        self.initial_token = initial_token
+        self.lib_dir = Path(lib_dir)
+        taken: set[int] = set()
+        self.native_port = native_port or _free_port(host, taken)
+        self.storage_port = storage_port or _free_port(host, taken)
+        # Cassandra's local-only JMX (cassandra.jmx.local.port) binds to the
+        # loopback address 127.0.0.1, whatever the node's own address.
+        self.jmx_host = "127.0.0.1"
+        self.jmx_port = jmx_port or _free_port(self.jmx_host, taken)
+        self.seeds = list(seeds) if seeds else [f"{host}:{self.storage_port}"]
+        self.heap_mb = heap_mb
+        self.java = java
+        self.ring_delay_ms = ring_delay_ms
+        self.container_dir = Path(container_dir)
+        self.extra_jvm_opts = list(extra_jvm_opts)
+        self.pid = pid
+        self.create_time = create_time
+        self._popen: subprocess.Popen | None = None
+
+    # -- accessors ---------------------------------------------------------
+
+    @property
+    def contact_point(self) -> tuple[str, int]:
+        """(host, native_port) for the Python driver."""
+        return (self.host, self.native_port)
+
+    @property
+    def storage_endpoint(self) -> str:
+        """``host:storage_port``, the way seeds name a node."""
+        return f"{self.host}:{self.storage_port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.node_dir / "logs" / "system.log"
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<CassandraNode {self.name} {self.host}:{self.native_port} dc={self.dc} {state}>"
+
+    # -- state -------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able dict from which :meth:`from_state` rebuilds this node (in any process)."""
+        return {
+            "node_dir": str(self.node_dir),
+            "cluster_name": self.cluster_name,
+            "dc": self.dc,
+            "rack": self.rack,
+            "host": self.host,
+            "initial_token": str(self.initial_token),
+            "lib_dir": str(self.lib_dir),
+            "seeds": list(self.seeds),
+            "native_port": self.native_port,
+            "storage_port": self.storage_port,
+            "jmx_port": self.jmx_port,
+            "heap_mb": self.heap_mb,
+            "java": self.java,
+            "ring_delay_ms": self.ring_delay_ms,
+            "container_dir": str(self.container_dir),
+            "extra_jvm_opts": list(self.extra_jvm_opts),
+            "pid": self.pid,
+            "create_time": self.create_time,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "CassandraNode":
+        """Rebuild a node (running or not) from :meth:`to_state` output."""
+        d = dict(d)
+        node_dir = Path(d.pop("node_dir"))
+        d["initial_token"] = int(d["initial_token"])
+        d["lib_dir"] = Path(d["lib_dir"])
+        d["container_dir"] = Path(d["container_dir"])
+        return cls(node_dir, **d)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """True while this node's JVM (same pid *and* create time) is alive."""
+        return _same_process(self.pid, self.create_time) is not None
+
+    def _write_config(self, ids: tuple[int, int] | None) -> None:
+        nd = self.node_dir
+        for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system", "logs", "tmp", "fql", "triggers"):
+            (nd / sub).mkdir(parents=True, exist_ok=True)
+        template = string.Template((self.container_dir / "cassandra.yaml").read_text())
+        yaml = template.substitute(
+            cluster_name=self.cluster_name,
+            initial_token=self.initial_token,
+            host=self.host,
+            storage_port=self.storage_port,
+            native_port=self.native_port,
+            seeds=",".join(self.seeds),
+            node_dir=nd,
+            memtable_mb=max(16, self.heap_mb // 8),
+        )
+        (nd / "conf" / "cassandra.yaml").write_text(yaml)
+        (nd / "conf" / "cassandra-rackdc.properties").write_text(
+            f"dc={self.dc}\nrack={self.rack}\n"
+        )
+        shutil.copyfile(self.container_dir / "logback.xml", nd / "conf" / "logback.xml")
+        (nd / "conf" / "logback-tools.xml").write_text(_TOOLS_LOGBACK)
+        if ids is not None:
+            # The lab user must be able to reach its node dir (it owns the node dir itself).
+            for parent in nd.resolve().parents:
+                if not parent.stat().st_mode & stat.S_IXOTH:
+                    raise CassandraError(
+                        f"running as root, Cassandra runs as the user `{LAB_USER}`, which cannot reach "
+                        f"{nd} because {parent} is not traversable (mode {stat.filemode(parent.stat().st_mode)}); "
+                        "use a lab dir under /tmp or /var/lib, or `chmod o+x` that directory."
+                    )
+            _chown_tree(nd, *ids)
+
+    def _jvm_options(self) -> list[str]:
+        opts = []
+        for line in (self.container_dir / "jvm17-server.options").read_text().splitlines():
+            line = line.strip()
+            if line.startswith("-"):
+                opts.extend(line.split())  # "--add-opens m/p=ALL-UNNAMED" is two argv words
+        return opts
+
+    def command(self) -> list[str]:
+        """The full ``java ...`` command line that runs this node."""
+        nd = self.node_dir
+        jamm = sorted(self.lib_dir.glob("jamm-*.jar"))
+        if not jamm:
+            raise CassandraError(f"no jamm-*.jar in {self.lib_dir}; re-resolve the jars (delete {self.lib_dir.parent}).")
+        return [
+            self.java,
+            *self._jvm_options(),
+            f"-Xms{self.heap_mb}M",
+            f"-Xmx{self.heap_mb}M",
+            f"-javaagent:{jamm[-1]}",
+            f"-XX:HeapDumpPath={nd / 'logs'}",
+            # What cassandra-env.sh asks for: a JVM past OOM may corrupt data, so it exits.
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-XX:ErrorFile={nd / 'logs' / 'hs_err_%p.log'}",
+            f"-Xlog:gc=info:file={nd / 'logs' / 'gc.log'}:time,uptime:filecount=2,filesize=5M",
+            f"-Djava.io.tmpdir={nd / 'tmp'}",
+            f"-Duser.home={nd / 'tmp'}",
+            f"-Dcassandra.config=file://{nd / 'conf' / 'cassandra.yaml'}",
+            f"-Dcassandra.logdir={nd / 'logs'}",
+            f"-Dcassandra.storagedir={nd / 'data'}",
+            f"-Dcassandra.triggers_dir={nd / 'triggers'}",
+            f"-Dlogback.configurationFile={nd / 'conf' / 'logback.xml'}",
+            "-Dcassandra-foreground=yes",
+            # JMX on 127.0.0.1 only, without auth (what cassandra-env.sh does with LOCAL_JMX=yes).
+            f"-Dcassandra.jmx.local.port={self.jmx_port}",
+            "-Dcom.sun.management.jmxremote.authenticate=false",
+            # Fast start for a lab ring: tokens are fixed, nobody bootstraps.
+            f"-Dcassandra.ring_delay_ms={self.ring_delay_ms}",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            *self.extra_jvm_opts,
+            "-cp",
+            f"{nd / 'conf'}:{self.lib_dir}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def start(self) -> None:
+        """Spawn the JVM (returns at once; :meth:`wait_ready` waits for CQL)."""
+        if self.is_running():
+            return
+        ids = _ensure_lab_user()
+        self._write_config(ids)
+        cmd = self.command()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            # As cassandra-env.sh does: fewer glibc arenas, less RSS.
+            "MALLOC_ARENA_MAX": "4",
+            "HOME": str(self.node_dir / "tmp"),
+        }
+        user_kw: dict[str, Any] = {}
+        if ids is not None:
+            user_kw = {"user": ids[0], "group": ids[1], "extra_groups": []}
+        out = open(self.node_dir / "logs" / "stdout.log", "ab")
+        try:
+            self._popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.node_dir,
+                env=env,
+                start_new_session=True,  # survives its starter; killed later by pid
+                close_fds=True,
+                **user_kw,
+            )
+        finally:
+            out.close()
+        self.pid = self._popen.pid
+        try:
+            self.create_time = psutil.Process(self.pid).create_time()
+        except psutil.Error:
+            self.create_time = None
+
+    def _tail(self, lines: int = 20) -> str:
+        chunks = []
+        for f in (self.node_dir / "logs" / "stdout.log", self.log_file):
+            with contextlib.suppress(OSError):
+                text = f.read_text(errors="replace").strip().splitlines()
+                chunks.append(f"--- {f} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(chunks)
+
+    def ready_check(self, expect_peers: int = 0) -> bool:
+        """The readiness check: ``SELECT release_version FROM system.local`` on this node alone.
+
+        With ``expect_peers``, the node must also list that many peers (gossip has met them).
+        """
+        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2, request_timeout_s=5)
+        try:
+            session = cluster.connect()
+            row = session.execute(READY_QUERY).one()
+            if row is None or not row.release_version:
+                return False
+            if expect_peers:
+                peers = list(session.execute("SELECT peer FROM system.peers"))
+                return len(peers) >= expect_peers
+            return True
+        except Exception:
+            return False
+        finally:
+            cluster.shutdown()
+
+    def wait_ready(self, timeout_s: float = 180, expect_peers: int = 0) -> float:
+        """Poll :meth:`ready_check` until it passes; return the seconds waited."""
+        t0 = time.monotonic()
+        while True:
+            if not self.is_running():
+                raise CassandraError(
+                    f"Cassandra node {self.name} ({self.host}) exited during start-up; "
+                    f"its logs are in {self.node_dir / 'logs'}:\n{self._tail()}"
+                )
+            if _port_open(self.host, self.native_port) and self.ready_check(expect_peers):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout_s:
+                raise CassandraError(
+                    f"Cassandra node {self.name} ({self.host}:{self.native_port}) did not answer "
+                    f"`{READY_QUERY}` within {timeout_s:.0f} s; logs in {self.node_dir / 'logs'}:\n{self._tail()}"
+                )
+            time.sleep(0.5)
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; return when no process or port is left."""
+        proc = _same_process(self.pid, self.create_time)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGCONT)  # a paused JVM must run to see SIGTERM
+            try:
+                proc.wait(timeout_s)
+            except psutil.TimeoutExpired:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+                with contextlib.suppress(psutil.Error):
+                    proc.wait(10)
+            except (psutil.Error, ChildProcessError):
+                pass
+        if self._popen is not None:
+            with contextlib.suppress(Exception):
+                self._popen.wait(1)
+            self._popen = None
+        self.pid = None
+        self.create_time = None
+        deadline = time.monotonic() + 10
+        ports = [(self.host, self.native_port), (self.host, self.storage_port), (self.jmx_host, self.jmx_port)]
+        while any(_port_open(h, p) for h, p in ports):
+            if time.monotonic() > deadline:
+                busy = [f"{h}:{p}" for h, p in ports if _port_open(h, p)]
+                raise CassandraError(f"node {self.name} stopped but {', '.join(busy)} still accept connections")
+            time.sleep(0.2)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = _same_process(self.pid, self.create_time)
+        if proc is None:
+            raise CassandraError(f"Cassandra node {self.name} is not running; start it first.")
+        os.kill(proc.pid, sig)
+
+    def pause(self) -> None:
+        """Freeze the JVM (SIGSTOP): to its peers the node hangs, like a GC stall or partition."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze a paused JVM (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def nodetool(self, *args: str, timeout_s: float = 120) -> str:
+        """Run ``nodetool <args>`` against this node over local JMX; return its output.
+
+            >>> node.nodetool("disablehandoff")  # doctest: +SKIP
+        """
+        cmd = [
+            self.java,
+            "-Xmx128M",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Xshare:auto",
+            f"-Dlogback.configurationFile={self.node_dir / 'conf' / 'logback-tools.xml'}",
+            f"-Duser.home={tempfile.gettempdir()}",
+            "-Dcassandra.config=file:///dev/null",
+            # The server's JPMS exports/opens serve the tools too (as jvm17-clients.options).
+            *[o for o in self._jvm_options() if o.startswith("--add-") or "=ALL-UNNAMED" in o],
+            "-cp", f"{self.lib_dir}/*",
+            "org.apache.cassandra.tools.NodeTool",
+            "-h", self.jmx_host, "-p", str(self.jmx_port),
+            *args,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            raise CassandraError(
+                f"nodetool {' '.join(args)} on {self.name} failed (exit {proc.returncode}):\n"
+                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
+        return proc.stdout
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the JVM now (0 when stopped)."""
+        proc = _same_process(self.pid, self.create_time)
+        return proc.memory_info().rss if proc else 0
+
+
+# ---------------------------------------------------------------------------
+# Cluster (one ring)
+# ---------------------------------------------------------------------------
+
+
+class CassandraCluster:
+    """One Cassandra cluster (ring) of nodes in one dc, started together.
+
+        >>> ring = CassandraCluster(Path("/tmp/lab/us"), nodes=3, dc="us",
+        ...                         cluster_name="lab-us", lib_dir=resolve_jars(Path("/tmp/cache")))
+        >>> with ring:
+        ...     session = ring.connect()
+        ...     session.execute("SELECT release_version FROM system.local").one()
+    """
+
+    def __init__(
+        self,
+        cluster_dir: Path,
+        *,
+        lib_dir: Path,
+        nodes: int | Sequence[CassandraNode] = 1,
+        dc: str = "us",
+        cluster_name: str = "labkit",
+        first_host: int = 1,
+        heap_mb: int = 512,
+        java: str = "java",
+        ring_delay_ms: int = 1000,
+        container_dir: Path = CONTAINER_DIR,
+        extra_jvm_opts: Sequence[str] = (),
+    ) -> None:
+        self.cluster_dir = Path(cluster_dir)
+        self.dc = dc
+        self.cluster_name = cluster_name
+        self._sessions: list[Any] = []
+        if not isinstance(nodes, int):
+            self.nodes = list(nodes)
+            return
+        if nodes < 1:
+            raise ValueError("a Cassandra cluster needs at least one node")
+        hosts = [f"127.0.0.{first_host + i}" for i in range(nodes)]
+        tokens = _murmur3_tokens(nodes)
+        built: list[CassandraNode] = []
+        for i, (host, token) in enumerate(zip(hosts, tokens)):
+            built.append(
+                CassandraNode(
+                    self.cluster_dir / f"node{i + 1}",
+                    cluster_name=cluster_name,
+                    dc=dc,
+                    rack=f"rack{i + 1}",
+                    host=host,
+                    initial_token=token,
+                    lib_dir=lib_dir,
+                    heap_mb=heap_mb,
+                    java=java,
+                    ring_delay_ms=ring_delay_ms,
+                    container_dir=container_dir,
+                    extra_jvm_opts=extra_jvm_opts,
+                )
+            )
+        # Every node of a ring of <= 3 is a seed: any one can restart alone and find the others.
+        seeds = [n.storage_endpoint for n in built[:3]]
+        for n in built:
+            n.seeds = seeds
+        self.nodes = built
+
+    @property
+    def contact_points(self) -> list[tuple[str, int]]:
+        """[(host, native_port), ...] for ``cassandra.cluster.Cluster(contact_points=...)``."""
+        return [n.contact_point for n in self.nodes]
+
+    def node(self, i: int) -> CassandraNode:
+        """Node ``i`` (0-based)."""
+        return self.nodes[i]
+
+    def start(self, timeout_s: float = 180, parallel: bool = True) -> float:
+        """Start every stopped node and wait until each answers CQL; return seconds taken.
+
+        ``parallel=False`` starts the nodes one after the other (for comparison).
+        """
+        t0 = time.monotonic()
+        peers = len(self.nodes) - 1
+        try:
+            if parallel:
+                for n in self.nodes:
+                    n.start()
+                for n in self.nodes:
+                    n.wait_ready(timeout_s - (time.monotonic() - t0), expect_peers=peers)
+            else:
+                for n in self.nodes:
+                    n.start()
+                    n.wait_ready(timeout_s - (time.monotonic() - t0))
+                for n in self.nodes:
+                    n.wait_ready(timeout_s - (time.monotonic() - t0), expect_peers=peers)
+        except BaseException:
+            self.stop()
+            raise
+        return time.monotonic() - t0
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """Stop every node (in parallel) and close the sessions :meth:`connect` handed out."""
+        for s in self._sessions:
+            with contextlib.suppress(Exception):
+                s.cluster.shutdown()
+        self._sessions.clear()
+        errors: list[BaseException] = []
+
+        def stop_one(n: CassandraNode) -> None:
+            try:
+                n.stop(timeout_s)
+            except BaseException as e:  # collected and re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=stop_one, args=(n,)) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def connect(self, keyspace: str | None = None, *, only: CassandraNode | None = None, **kwargs: Any):
+        """A driver ``Session`` on this cluster; ``only=node`` talks to that node alone.
+
+        Sessions are shut down by :meth:`stop`; call ``session.cluster.shutdown()`` to close one earlier.
+        """
+        points = [only.contact_point] if only else self.contact_points
+        cluster = driver_cluster(points, only=only.host if only else None, **kwargs)
+        session = cluster.connect(keyspace)
+        self._sessions.append(session)
+        return session
+
+    def is_running(self) -> bool:
+        return all(n.is_running() for n in self.nodes)
+
+    def __enter__(self) -> "CassandraCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able dict from which :meth:`from_state` rebuilds this cluster."""
+        return {
+            "cluster_dir": str(self.cluster_dir),
+            "dc": self.dc,
+            "cluster_name": self.cluster_name,
+            "nodes": [n.to_state() for n in self.nodes],
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "CassandraCluster":
+        nodes = [CassandraNode.from_state(n) for n in d["nodes"]]
+        return cls(
+            Path(d["cluster_dir"]),
+            lib_dir=nodes[0].lib_dir,
+            nodes=nodes,
+            dc=d["dc"],
+            cluster_name=d["cluster_name"],
+        )
+
+    def __repr__(self) -> str:
+        return f"<CassandraCluster {self.cluster_name} dc={self.dc} nodes={len(self.nodes)}>"
+
+
+# ---------------------------------------------------------------------------
+# Service (a topology of clusters)
+# ---------------------------------------------------------------------------
+
+
+class Cassandra:
+    """Cassandra 5.0 for a lab: the clusters of a named topology, native provider.
+
+        >>> from pathlib import Path
+        >>> with Cassandra(Path("/tmp/lab"), topology="single") as cas:
+        ...     session = cas.connect()
+        ...     print(session.execute("SELECT release_version FROM system.local").one())
+        Row(release_version='5.0.9')
+
+    ``topology="ring"`` gives 3 nodes in dc ``us``; ``topology="regions"`` gives two
+    independent clusters, ``cas.region("us")`` and ``cas.region("eu")``.
+    """
+
+    def __init__(
+        self,
+        lab_dir: Path,
+        topology: str = "single",
+        *,
+        cache_dir: Path = Path.home() / ".cache" / "labkit",
+        heap_mb: int = 512,
+        java: str = "java",
+        mvn: str = "mvn",
+        maven_settings: Path | None = None,
+        nodes_per_region: int | None = None,
+        ring_delay_ms: int = 1000,
+        start_timeout_s: float = 180,
+        container_dir: Path = CONTAINER_DIR,
+        extra_jvm_opts: Sequence[str] = (),
+        quick_start: bool = True,
+        _clusters: dict[str, CassandraCluster] | None = None,
+    ) -> None:
+        if topology not in TOPOLOGIES:
+            raise ValueError(
+                f"unknown Cassandra topology {topology!r}; valid topologies: {', '.join(TOPOLOGIES)}"
+            )
+        self.lab_dir = Path(lab_dir)
+        self.topology = topology
+        self.cache_dir = Path(cache_dir)
+        self.heap_mb = heap_mb
+        self.java = java
+        self.mvn = mvn
+        self.maven_settings = maven_settings
+        self.nodes_per_region = nodes_per_region
+        self.ring_delay_ms = ring_delay_ms
+        self.start_timeout_s = start_timeout_s
+        self.container_dir = Path(container_dir)
+        self.extra_jvm_opts = list(extra_jvm_opts)
+        self.quick_start = quick_start
+        self.clusters: dict[str, CassandraCluster] = dict(_clusters or {})
+
+    # -- accessors ---------------------------------------------------------
+
+    @property
+    def regions(self) -> list[str]:
+        return list(TOPOLOGIES[self.topology])
+
+    def region(self, name: str) -> CassandraCluster:
+        """The cluster serving region ``name`` (``us``; ``eu`` in ``regions``)."""
+        try:
+            return self.clusters[name]
+        except KeyError:
+            raise KeyError(
+                f"no Cassandra region {name!r} in topology {self.topology!r} "
+                f"(started: {', '.join(self.clusters) or 'none'}); regions: {', '.join(self.regions)}"
+            ) from None
+
+    @property
+    def contact_points(self) -> list[tuple[str, int]]:
+        """Contact points of the first region's cluster (the only one outside ``regions``)."""
+        return self.region(self.regions[0]).contact_points
+
+    @property
+    def nodes(self) -> list[CassandraNode]:
+        return [n for c in self.clusters.values() for n in c.nodes]
+
+    def connect(self, keyspace: str | None = None, *, region: str | None = None, **kwargs: Any):
+        """A driver session on ``region`` (default: the first region)."""
+        return self.region(region or self.regions[0]).connect(keyspace, **kwargs)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _build(self) -> None:
+        check_java(self.java)
+        lib = resolve_jars(self.cache_dir, mvn=self.mvn, maven_settings=self.maven_settings)
+        lib = self._readable_lib(lib)
+        first_host = 1
+        jvm_opts = list(self.extra_jvm_opts)
+        if self.quick_start:
+            # C1 only: on 2 cores three JVMs spend most of start-up in C2 compiles; measured
+            # ring ready 27 s -> 13 s. Peak throughput is lower: quick_start=False for
+            # experiments that measure the server's own CPU cost.
+            jvm_opts.append("-XX:TieredStopAtLevel=1")
+        for region, n in TOPOLOGIES[self.topology].items():
+            n = self.nodes_per_region or n
+            self.clusters[region] = CassandraCluster(
+                self.lab_dir / "cassandra" / region,
+                lib_dir=lib,
+                nodes=n,
+                dc=region,
+                cluster_name=f"labkit-{region}",
+                first_host=first_host,
+                heap_mb=self.heap_mb,
+                java=self.java,
+                ring_delay_ms=self.ring_delay_ms,
+                container_dir=self.container_dir,
+                extra_jvm_opts=jvm_opts,
+            )
+            first_host += n
+
+    def _readable_lib(self, lib: Path) -> Path:
+        """As root, the lab user must read the jars: stage them in the lab dir if the cache is private."""
+        if os.geteuid() != 0 or _world_readable(lib):
+            return lib
+        staged = self.lab_dir / "cassandra" / "lib" / lib.parent.name
+        if not (staged / ".complete").exists():
+            staged.mkdir(parents=True, exist_ok=True)
+            for jar in lib.glob("*.jar"):
+                target = staged / jar.name
+                if target.exists():
+                    continue
+                try:
+                    os.link(jar, target)
+                    target.chmod(0o644)
+                except OSError:
+                    shutil.copyfile(jar, target)
+                    target.chmod(0o644)
+            (staged / ".complete").touch()
+        for d in (staged, *staged.parents):
+            if d == Path("/") or d.stat().st_mode & stat.S_IXOTH:
+                continue
+            d.chmod(d.stat().st_mode | 0o755)
+        return staged
+
+    def start(self) -> float:
+        """Resolve jars if needed, start every cluster and wait for CQL; return seconds taken."""
+        t0 = time.monotonic()
+        if not self.clusters:
+            self._build()
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        started: list[CassandraCluster] = []
+        try:
+            # Regions are independent clusters: start all JVMs first, then wait.
+            for c in self.clusters.values():
+                for n in c.nodes:
+                    n.start()
+                started.append(c)
+            for c in self.clusters.values():
+                c.start(timeout_s=self.start_timeout_s)
+        except BaseException:
+            for c in started:
+                with contextlib.suppress(Exception):
+                    c.stop()
+            raise
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Stop every node of every cluster; afterwards no JVM and no listening port remain."""
+        errors = []
+        for c in self.clusters.values():
+            try:
+                c.stop()
+            except CassandraError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def is_running(self) -> bool:
+        return bool(self.clusters) and all(c.is_running() for c in self.clusters.values())
+
+    def __enter__(self) -> "Cassandra":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state -------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_state` in another process reattaches to the same JVMs."""
+        return {
+            "lab_dir": str(self.lab_dir),
+            "topology": self.topology,
+            "cache_dir": str(self.cache_dir),
+            "heap_mb": self.heap_mb,
+            "java": self.java,
+            "mvn": self.mvn,
+            "maven_settings": str(self.maven_settings) if self.maven_settings else None,
+            "nodes_per_region": self.nodes_per_region,
+            "ring_delay_ms": self.ring_delay_ms,
+            "start_timeout_s": self.start_timeout_s,
+            "container_dir": str(self.container_dir),
+            "extra_jvm_opts": list(self.extra_jvm_opts),
+            "quick_start": self.quick_start,
+            "clusters": {r: c.to_state() for r, c in self.clusters.items()},
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Cassandra":
+        """Rebuild from :meth:`to_state` output (e.g. the lab's state file)."""
+        return cls(
+            Path(d["lab_dir"]),
+            d["topology"],
+            cache_dir=Path(d["cache_dir"]),
+            heap_mb=d["heap_mb"],
+            java=d["java"],
+            mvn=d["mvn"],
+            maven_settings=Path(d["maven_settings"]) if d.get("maven_settings") else None,
+            nodes_per_region=d.get("nodes_per_region"),
+            ring_delay_ms=d["ring_delay_ms"],
+            start_timeout_s=d["start_timeout_s"],
+            container_dir=Path(d["container_dir"]),
+            extra_jvm_opts=d.get("extra_jvm_opts", ()),
+            quick_start=d.get("quick_start", True),
+            _clusters={r: CassandraCluster.from_state(c) for r, c in d["clusters"].items()},
+        )
+
+    def __repr__(self) -> str:
+        return f"<Cassandra topology={self.topology} regions={list(self.clusters)}>"

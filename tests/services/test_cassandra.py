@@ -1,0 +1,312 @@
+"""Cassandra 5.0 on real JVMs: tunable consistency, hints, regions, clean stop, clear errors.
+
+The ring is started once for TestRing and reused by its tests (each in its own
+keyspace); the regions topology once for TestRegions. Jars come from
+``$LABKIT_CACHE_DIR`` (default ``~/.cache/labkit``), resolved on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+
+from labkit.services.cassandra import (
+    Cassandra,
+    CassandraCluster,
+    CassandraError,
+    CassandraNode,
+    resolve_jars,
+)
+
+CACHE_DIR = Path(os.environ.get("LABKIT_CACHE_DIR", Path.home() / ".cache" / "labkit"))
+
+
+def _lab_dir(name: str) -> Path:
+    # Not tmp_path: pytest's base dir is mode 0700, and as root the servers run as `labkit`.
+    d = Path(tempfile.mkdtemp(prefix=f"labkit-{name}-", dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+def _cleanup(cas: Cassandra, lab_dir: Path) -> None:
+    try:
+        cas.stop()
+    finally:
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def _wait_for(check: Callable[[], object], timeout_s: float, what: str, poll_s: float = 1.0):
+    """Poll ``check`` until it returns a truthy value (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Exception as e:  # the cluster is still settling; keep the last reason
+            last = e
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} did not happen within {timeout_s} s (last: {last!r})")
+
+
+# ---------------------------------------------------------------------------
+# ring: three nodes, RF=3
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="class")
+def ring() -> Iterator[CassandraCluster]:
+    lab_dir = _lab_dir("ring")
+    cas = Cassandra(lab_dir, "ring", cache_dir=CACHE_DIR)
+    try:
+        cas.start()
+        yield cas.region("us")
+    finally:
+        _cleanup(cas, lab_dir)
+
+
+def _make_keyspace(ring: CassandraCluster, name: str):
+    from cassandra import ConsistencyLevel
+    from cassandra.query import SimpleStatement
+
+    session = ring.connect()
+    session.execute(
+        f"CREATE KEYSPACE {name} WITH replication = "
+        "{'class': 'NetworkTopologyStrategy', 'us': 3}"
+    )
+    # No speculative retry and no read repair: a read at ONE through node X
+    # reports exactly what X's replica holds.
+    session.execute(
+        f"CREATE TABLE {name}.feed (user_id int PRIMARY KEY, v text) "
+        "WITH speculative_retry = 'NONE' AND read_repair = 'NONE'"
+    )
+    session.cluster.control_connection.wait_for_schema_agreement()
+
+    def write(user_id: int, v: str, cl) -> None:
+        session.execute(
+            SimpleStatement(f"INSERT INTO {name}.feed (user_id, v) VALUES (%s, %s)", consistency_level=cl),
+            (user_id, v),
+        )
+
+    return session, write, ConsistencyLevel, SimpleStatement
+
+
+def _read_alone(ring: CassandraCluster, node: CassandraNode, keyspace: str, user_id: int, cl):
+    """Read through ``node`` alone (WhiteListRoundRobinPolicy) at ``cl``."""
+    from cassandra.query import SimpleStatement
+
+    session = ring.connect(only=node)
+    try:
+        row = session.execute(
+            SimpleStatement(f"SELECT v FROM {keyspace}.feed WHERE user_id = %s", consistency_level=cl),
+            (user_id,),
+        ).one()
+        return row.v if row else None
+    finally:
+        session.cluster.shutdown()
+
+
+def _restart(node: CassandraNode, peers: int) -> None:
+    node.start()
+    node.wait_ready(expect_peers=peers)
+
+
+@pytest.mark.cassandra
+class TestRing:
+    def test_read_at_one_returns_stale_value_without_hints(self, ring: CassandraCluster) -> None:
+        a, b, c = ring.nodes
+        session, write, CL, SimpleStatement = _make_keyspace(ring, "stale_one")
+        write(42, "old", CL.ALL)
+        for n in ring.nodes:
+            n.nodetool("disablehandoff")
+        try:
+            c.stop()
+            write(42, "new", CL.ONE)
+            _restart(c, peers=2)
+            c_alone = ring.connect(only=c)
+            a.pause()
+            b.pause()
+            try:
+                # C is the coordinator and, with the others frozen, the only replica that answers.
+                stmt = SimpleStatement("SELECT v FROM stale_one.feed WHERE user_id = 42", consistency_level=CL.ONE)
+                assert c_alone.execute(stmt).one().v == "old"
+            finally:
+                a.resume()
+                b.resume()
+            # QUORUM needs two replicas, and the newest timestamp wins.
+            assert _wait_for(
+                lambda: _read_alone(ring, c, "stale_one", 42, CL.QUORUM) == "new",
+                timeout_s=60,
+                what="a QUORUM read through C returning the new value",
+            )
+        finally:
+            for n in ring.nodes:
+                if n.is_running():
+                    n.nodetool("enablehandoff")
+
+    def test_hints_bring_the_restarted_replica_up_to_date(self, ring: CassandraCluster) -> None:
+        session, write, CL, _ = _make_keyspace(ring, "hinted")
+        for n in ring.nodes:
+            n.nodetool("enablehandoff")
+        c = ring.nodes[2]
+        write(7, "old", CL.ALL)
+        c.stop()
+        write(7, "new", CL.ONE)
+        _restart(c, peers=2)
+
+        def converged() -> bool:
+            return all(_read_alone(ring, n, "hinted", 7, CL.ONE) == "new" for n in ring.nodes)
+
+        _wait_for(converged, timeout_s=120, what="all three replicas holding the new value")
+
+    def test_quorum_writes_succeed_with_one_node_down(self, ring: CassandraCluster) -> None:
+        session, write, CL, SimpleStatement = _make_keyspace(ring, "quorum_down")
+        b = ring.nodes[1]
+        b.stop()
+        try:
+            for user_id in range(20):
+                write(user_id, f"like-{user_id}", CL.QUORUM)
+            rows = session.execute(
+                SimpleStatement("SELECT count(*) FROM quorum_down.feed", consistency_level=CL.QUORUM)
+            ).one()
+            assert rows[0] == 20
+        finally:
+            _restart(b, peers=2)
+
+
+# ---------------------------------------------------------------------------
+# regions: two independent clusters
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="class")
+def regions() -> Iterator[Cassandra]:
+    lab_dir = _lab_dir("regions")
+    cas = Cassandra(lab_dir, "regions", cache_dir=CACHE_DIR)
+    try:
+        cas.start()
+        yield cas
+    finally:
+        _cleanup(cas, lab_dir)
+
+
+@pytest.mark.cassandra
+class TestRegions:
+    def test_regions_never_see_each_other(self, regions: Cassandra) -> None:
+        us = regions.connect(region="us")
+        eu = regions.connect(region="eu")
+        for session, region in ((us, "us"), (eu, "eu")):
+            session.execute(
+                "CREATE KEYSPACE activity WITH replication = "
+                f"{{'class': 'NetworkTopologyStrategy', '{region}': 1}}"
+            )
+            session.execute("CREATE TABLE activity.log (user_id int PRIMARY KEY, region text)")
+            session.execute("INSERT INTO activity.log (user_id, region) VALUES (%s, %s)", (1, region))
+        us.execute("INSERT INTO activity.log (user_id, region) VALUES (2, 'us')")
+
+        assert [r.region for r in us.execute("SELECT region FROM activity.log")] == ["us", "us"]
+        assert [r.region for r in eu.execute("SELECT region FROM activity.log")] == ["eu"]
+        # No gossip between them: each cluster knows no peer and has its own name and dc.
+        for session, region in ((us, "us"), (eu, "eu")):
+            local = session.execute("SELECT cluster_name, data_center FROM system.local").one()
+            assert (local.cluster_name, local.data_center) == (f"labkit-{region}", region)
+            assert list(session.execute("SELECT peer FROM system.peers")) == []
+
+
+# ---------------------------------------------------------------------------
+# stop and reattach
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.cassandra
+def test_stop_from_another_handle_leaves_no_jvm_and_no_port() -> None:
+    lab_dir = _lab_dir("stop")
+    cas = Cassandra(lab_dir, "single", cache_dir=CACHE_DIR)
+    try:
+        cas.start()
+        node = cas.nodes[0]
+        pid = node.pid
+        ports = [(node.host, node.native_port), (node.host, node.storage_port), (node.jmx_host, node.jmx_port)]
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        assert set(ports) <= listening
+        assert all(ip.startswith("127.") for ip, _ in listening)
+
+        # A lab reattaches from its state file in another process: JSON round trip.
+        again = Cassandra.from_state(json.loads(json.dumps(cas.to_state())))
+        assert again.contact_points == cas.contact_points and again.is_running()
+        again.stop()
+
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        leftover = [
+            p.pid for p in psutil.process_iter(["cmdline"])
+            if any(str(lab_dir) in part for part in (p.info["cmdline"] or []))
+        ]
+        assert leftover == []
+        for host, port in ports:
+            with socket.socket() as s:
+                assert s.connect_ex((host, port)) != 0, f"{host}:{port} still listening"
+    finally:
+        _cleanup(cas, lab_dir)
+
+
+# ---------------------------------------------------------------------------
+# bad input: each error names the fix
+# ---------------------------------------------------------------------------
+
+
+def test_unknown_topology_names_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"single, ring, regions"):
+        Cassandra(tmp_path, "galaxy")
+
+
+def _fake_java(tmp_path: Path, version: str) -> Path:
+    java = tmp_path / "java"
+    java.write_text(f'#!/bin/sh\necho \'openjdk version "{version}" 2021-04-20\' >&2\n')
+    java.chmod(java.stat().st_mode | stat.S_IXUSR)
+    return java
+
+
+@pytest.mark.parametrize("version", ["11.0.11", "1.8.0_292"])
+def test_old_java_is_refused_with_the_install_command(tmp_path: Path, version: str) -> None:
+    cas = Cassandra(tmp_path / "lab", cache_dir=tmp_path / "cache", java=str(_fake_java(tmp_path, version)))
+    with pytest.raises(CassandraError, match=r"openjdk-17-jre-headless.*labkit doctor"):
+        cas.start()
+
+
+def test_missing_java_is_refused_with_the_install_command(tmp_path: Path) -> None:
+    cas = Cassandra(tmp_path / "lab", cache_dir=tmp_path / "cache", java=str(tmp_path / "no-such-java"))
+    with pytest.raises(CassandraError, match=r"Java not found.*apt-get install openjdk-17-jre-headless"):
+        cas.start()
+
+
+def test_missing_maven_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(CassandraError, match=r"apt-get install maven"):
+        resolve_jars(tmp_path / "cache", mvn=str(tmp_path / "no-such-mvn"))
+
+
+def test_failed_resolution_shows_the_fix_and_the_mvn_output(tmp_path: Path) -> None:
+    # A mirror nobody listens on, and an empty local repository: nothing can resolve.
+    settings = tmp_path / "settings.xml"
+    settings.write_text(
+        "<settings><mirrors><mirror><id>nowhere</id><mirrorOf>*</mirrorOf>"
+        "<url>http://127.0.0.1:9/maven2</url></mirror></mirrors></settings>"
+    )
+    with pytest.raises(CassandraError) as info:
+        resolve_jars(tmp_path / "cache", maven_settings=settings, maven_repo_local=tmp_path / "m2")
+    message = str(info.value)
+    assert "apt-get install maven" in message
+    assert "mvn output" in message and "127.0.0.1:9" in message
+    assert list((tmp_path / "cache").glob("cassandra/*/.resolved")) == []
