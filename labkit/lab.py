@@ -210,6 +210,7 @@ class Lab:
             self.postgres = Postgres(cfg.lab_dir / "postgres", password=creds["pg_password"],
                                      followers=max(cfg.followers if "postgres" in cfg.services
                                                    else 0, known),
+                                     synchronous_commit=cfg.synchronous_commit,
                                      ports=ports, bin_dir=cfg.pg_bin_dir,
                                      timeout_s=cfg.startup_timeout_s, **common)
             if "postgres" in st:

@@ -243,9 +243,11 @@ class Postgres:
     kind = "postgres"
 
     def __init__(self, workdir: Path, *, password: str, followers: int = 1,
-                 ports: PortAllocator | None = None, bin_dir: str = "/usr/lib/postgresql/15/bin",
-                 host: str = "127.0.0.1", user: str | None = None, timeout_s: float = 60.0) -> None:
+                 synchronous_commit: str = "local", ports: PortAllocator | None = None,
+                 bin_dir: str = "/usr/lib/postgresql/15/bin", host: str = "127.0.0.1",
+                 user: str | None = None, timeout_s: float = 60.0) -> None:
         self.workdir, self.password = Path(workdir), password
+        self.initial_synchronous_commit = synchronous_commit
         ports = ports or PortAllocator(host)
         common = dict(password=password, bin_dir=bin_dir, host=host, user=user,
                       timeout_s=timeout_s)
@@ -277,6 +279,7 @@ class Postgres:
 
     def start(self) -> "Postgres":
         fresh_leader = not self.leader.initialized
+        leader_was_running = self.leader.running()
         self.leader.start()
         if fresh_leader:  # old followers belong to a cluster that no longer exists
             for f in self.followers:
@@ -284,6 +287,8 @@ class Postgres:
         if self.followers:
             with ThreadPoolExecutor(len(self.followers)) as pool:
                 list(pool.map(lambda f: f.start(), self.followers))
+        if not leader_was_running:  # a reattach keeps whatever a notebook switched to
+            self.set_synchronous_commit(self.initial_synchronous_commit)
         return self
 
     def stop(self) -> None:

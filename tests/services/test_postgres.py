@@ -107,3 +107,12 @@ def test_bad_controls_are_refused(lab):
         lab.leader.lag()
     with pytest.raises(ValueError, match="choose one of off, local, remote_apply"):
         lab.postgres.set_synchronous_commit("eventually")
+
+
+def test_configured_synchronous_commit_applies_at_start(fresh_lab_dir):
+    import labkit as lk
+    lab = lk.up(lab_dir=fresh_lab_dir, services=("postgres",), followers=1,
+                synchronous_commit="remote_apply")
+    assert lab.postgres.synchronous_commit() == "remote_apply"
+    names = lab.leader.execute("SHOW synchronous_standby_names")[0][0]
+    assert "follower1" in names
