@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from labkit._proc import service_account
 from labkit.services.cassandra import Cassandra, resolve_jars
 
 
@@ -45,7 +46,8 @@ class RssSampler(threading.Thread):
 def one_run(topology: str, cache_dir: Path, heap_mb: int, parallel: bool, quick_start: bool) -> tuple[float, dict[str, int], float]:
     lab_dir = Path(tempfile.mkdtemp(prefix="labkit-bench-", dir="/tmp"))
     lab_dir.chmod(0o755)
-    cas = Cassandra(lab_dir, topology, cache_dir=cache_dir, heap_mb=heap_mb, quick_start=quick_start)
+    cas = Cassandra(lab_dir, topology, cache_dir=cache_dir, heap_mb=heap_mb, quick_start=quick_start,
+                    user=service_account("labkit"))
     cas._build()  # jars resolved and nodes laid out before the clock starts
     sampler = RssSampler(cas)
     sampler.start()

@@ -65,4 +65,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e .
   touch "$stamp"
 fi
+# Cassandra runs from Maven Central's jars; resolve them now rather than at the first `up`.
+log "Cassandra jars: $(bash containers/cassandra/resolve.sh)"
 log "ready: $(.venv/bin/labkit doctor >/dev/null 2>&1 && echo 'all servers installed' || echo 'run .venv/bin/labkit doctor')"

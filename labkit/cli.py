@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from labkit._proc import ServiceError, package_for
-from labkit.config import ALL_SERVICES, ConfigError, LabConfig
+from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, LabConfig
 from labkit.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ def _config(args: argparse.Namespace) -> LabConfig:
     if getattr(args, "services", None):
         services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     return LabConfig.load(services=services, followers=getattr(args, "followers", None),
+                          cassandra=getattr(args, "cassandra", None),
                           lab_dir=getattr(args, "lab_dir", None))
 
 
@@ -123,6 +124,17 @@ def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
                    v or "not found", ">= 3.10"))
     epmd = shutil.which(cfg.epmd_bin) or (cfg.epmd_bin if Path(cfg.epmd_bin).exists() else None)
     checks.append(("epmd", bool(epmd), "found" if epmd else "not found", "Erlang"))
+    # Cassandra runs from jars that Maven resolves, on Java 17.
+    from labkit.services.cassandra import CassandraError, check_java
+    try:
+        _, major = check_java(cfg.java_bin)
+        checks.append(("java", True, str(major), ">= 17 (Cassandra)"))
+    except CassandraError:
+        found = _version_of([cfg.java_bin, "-version"]) if shutil.which(cfg.java_bin) else None
+        checks.append(("java", False, found or "not found", ">= 17 (Cassandra)"))
+    mvn = shutil.which(cfg.mvn_bin)
+    v = _version_of([mvn, "--version"]) if mvn else None
+    checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
     return checks
 
 
@@ -153,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", help="start the lab (or reattach to it)")
     p.add_argument("--services", help=f"comma-separated, from {','.join(ALL_SERVICES)}")
     p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
+    p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
+                   help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
     p.add_argument("--jupyter", action="store_true", help="then open JupyterLab on notebooks/")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")
     p.set_defaults(func=cmd_up)

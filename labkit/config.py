@@ -23,8 +23,9 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ALL_SERVICES = ("postgres", "memcached", "rabbitmq")
+ALL_SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
 DEFAULT_SERVICES = ("postgres", "memcached", "rabbitmq")
+CASSANDRA_TOPOLOGIES = ("single", "ring", "regions")
 SYNCHRONOUS_COMMIT_MODES = ("off", "local", "remote_apply")
 
 
@@ -96,6 +97,11 @@ class LabConfig:
     memcached_bin: str = field(default_factory=lambda: shutil.which("memcached") or "memcached")
     rabbitmq_server_bin: str = field(default_factory=_find_rabbitmq_server)
     epmd_bin: str = field(default_factory=lambda: shutil.which("epmd") or "epmd")
+    # Cassandra joins the lab when a topology is named (or "cassandra" is among the services).
+    cassandra: str = ""
+    cassandra_heap_mb: int = 512
+    java_bin: str = "java"
+    mvn_bin: str = "mvn"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.services if s not in ALL_SERVICES]
@@ -103,6 +109,13 @@ class LabConfig:
             raise ConfigError(
                 f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
             )
+        if self.cassandra and self.cassandra not in CASSANDRA_TOPOLOGIES:
+            raise ConfigError(f"cassandra={self.cassandra!r}: choose a topology from "
+                              f"{', '.join(CASSANDRA_TOPOLOGIES)}")
+        if "cassandra" in self.services and not self.cassandra:
+            object.__setattr__(self, "cassandra", "single")
+        if self.cassandra and "cassandra" not in self.services:
+            object.__setattr__(self, "services", (*self.services, "cassandra"))
         if not 0 <= self.followers <= 8:
             raise ConfigError(f"followers={self.followers}: choose 0 to 8 followers")
         if not 1 <= self.memcached_instances <= 16:
@@ -142,7 +155,7 @@ class LabConfig:
                 values[f.name] = env_value
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"cassandra"})
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) {', '.join(unknown)} (from {path if path.is_file() else 'arguments'});"

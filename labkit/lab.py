@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 from labkit._proc import PortAllocator, ServiceError, service_account, sweep, wait_ready
 from labkit.config import ALL_SERVICES, LabConfig
+from labkit.services.cassandra import Cassandra
 from labkit.services.memcached import Memcached
 from labkit.services.postgres import Postgres, PostgresServer
 from labkit.services.rabbitmq import RabbitMQ
@@ -49,6 +50,7 @@ class Lab:
         self.postgres: Postgres | None = None
         self.memcached: list[Memcached] = []
         self.rabbitmq: RabbitMQ | None = None
+        self.cassandra: Cassandra | None = None
         self.timings_s: dict[str, float] = {}
         self._state_lock = threading.Lock()
 
@@ -90,7 +92,7 @@ class Lab:
             self._in_parallel("stopping", self._services(), lambda svc: svc.stop(), progress)
             swept = sweep(self.config.lab_dir)
             self.config.state_file.unlink(missing_ok=True)
-            self.postgres, self.memcached, self.rabbitmq = None, [], None
+            self.postgres, self.memcached, self.rabbitmq, self.cassandra = None, [], None, None
             if purge:
                 for child in self.config.lab_dir.iterdir():
                     if child.name != "lock":
@@ -136,6 +138,8 @@ class Lab:
         rows += [m.health() for m in self.memcached]
         if self.rabbitmq:
             rows.append(self.rabbitmq.health())
+        if self.cassandra:
+            rows += self.cassandra.health()
         return rows
 
     def status_table(self, rows: list[dict[str, Any]] | None = None) -> str:
@@ -160,6 +164,10 @@ class Lab:
             out["LABKIT_MEMCACHED_SERVERS"] = ",".join(m.address for m in self.memcached)
         if self.rabbitmq:
             out["LABKIT_BROKER_URL"] = out["CELERY_BROKER_URL"] = self.rabbitmq.broker_url
+        if self.cassandra:
+            for region, cluster in self.cassandra.clusters.items():
+                out[f"LABKIT_CASSANDRA_{region.upper()}"] = ",".join(
+                    f"{h}:{p}" for h, p in cluster.contact_points)
         return out
 
     def topology(self) -> str:
@@ -173,6 +181,12 @@ class Lab:
             lines.append(f"  {m.name:<18} {m.address}")
         if self.rabbitmq:
             lines.append(f"  rabbitmq           {self.rabbitmq.address}  vhost {self.rabbitmq.vhost}")
+        if self.cassandra:
+            for region, cluster in self.cassandra.clusters.items():
+                lines.append(f"  cassandra {region:<8} {cluster.cluster_name}, "
+                             f"{len(cluster.nodes)} node(s), dc {cluster.dc}")
+                for n in cluster.nodes:
+                    lines.append(f"    └─ {n.workdir.name:<14}  {n.address}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -186,6 +200,8 @@ class Lab:
         out += self.memcached
         if self.rabbitmq:
             out.append(self.rabbitmq)
+        if self.cassandra:
+            out.append(self.cassandra)
         return out
 
     def _secrets(self) -> dict[str, str]:
@@ -233,6 +249,14 @@ class Lab:
                                      **common)
             if "rabbitmq" in st:
                 self.rabbitmq.restore(st["rabbitmq"])
+        if "cassandra" in wanted:
+            if "cassandra" in st:  # reattach to the topology that runs, whatever was asked
+                self.cassandra = Cassandra.from_state(st["cassandra"])
+            else:
+                self.cassandra = Cassandra(cfg.lab_dir, cfg.cassandra or "single",
+                                           cache_dir=cfg.cache_dir, heap_mb=cfg.cassandra_heap_mb,
+                                           java=cfg.java_bin, mvn=cfg.mvn_bin, user=user,
+                                           start_timeout_s=cfg.startup_timeout_s)
 
     def _start_missing(self, progress: bool) -> None:
         """Start, in parallel, every server that is not already running and answering."""
@@ -292,6 +316,8 @@ class Lab:
                 services["memcached"] = [m.to_state() for m in self.memcached]
             if self.rabbitmq:
                 services["rabbitmq"] = self.rabbitmq.to_state()
+            if self.cassandra:
+                services["cassandra"] = self.cassandra.to_state()
             _write_private(self.config.state_file, {
                 "version": STATE_VERSION, "written_at": time.time(),
                 "config": self.config.to_dict(), "services": services})

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Resolve Apache Cassandra (cassandra-all + runtime dependencies) from Maven Central into
-#   ${LABKIT_CACHE_DIR:-$HOME/.cache/labkit}/cassandra/<version>/lib
+#   ${LABKIT_CACHE_DIR:-/var/cache/labkit (root) or ~/.cache/labkit}/cassandra/<version>/lib
 # Idempotent: a .resolved marker next to lib/ makes later runs return at once.
 # The version comes from pom.xml (<cassandra.version>), the same file and the same
 # Maven command that labkit.services.cassandra.resolve_jars() uses.
@@ -11,7 +11,9 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 pom="$here/pom.xml"
-cache_dir=${1:-${LABKIT_CACHE_DIR:-$HOME/.cache/labkit}}
+# The same default as LabConfig.cache_dir: /var/cache/labkit for root, else ~/.cache/labkit.
+if [ "$(id -u)" -eq 0 ]; then default_cache=/var/cache/labkit; else default_cache=${XDG_CACHE_HOME:-$HOME/.cache}/labkit; fi
+cache_dir=${1:-${LABKIT_CACHE_DIR:-$default_cache}}
 version=$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$pom")
 [ -n "$version" ] || { echo "resolve.sh: no <cassandra.version> in $pom" >&2; exit 1; }
 base="$cache_dir/cassandra/$version"

@@ -27,22 +27,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import string
 import subprocess
 import tempfile
-import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import psutil
+
+from labkit._proc import PortAllocator, listening, spawn, wait_ready
+from labkit.services.base import NativeService
 
 __all__ = [
     "Cassandra",
@@ -72,11 +73,6 @@ JAVA_FIX = (
 MAVEN_FIX = "install it with `apt-get install maven` or `brew install maven`, or run `labkit doctor`"
 
 READY_QUERY = "SELECT release_version FROM system.local"
-
-# Lab user for servers started as root (DESIGN.md: "servers then run under an
-# unprivileged account"); Cassandra itself refuses to run as root without -R.
-LAB_USER = "labkit"
-
 
 class CassandraError(RuntimeError):
     """Cassandra could not be resolved, started, reached or stopped; the message says what to do."""
@@ -214,91 +210,8 @@ def check_java(java: str = "java") -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------
-# Process helpers
+# Ring helpers
 # ---------------------------------------------------------------------------
-
-
-# TODO(lead): share with labkit/_proc.py
-def _free_port(host: str, taken: set[int]) -> int:
-    """A TCP port that is free on ``host`` now and not in ``taken``."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise CassandraError(f"no free TCP port found on {host}")
-
-
-# TODO(lead): share with labkit/_proc.py
-def _port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        return s.connect_ex((host, port)) == 0
-
-
-# TODO(lead): share with labkit/_proc.py
-def _ensure_lab_user(name: str = LAB_USER) -> tuple[int, int] | None:
-    """As root: make sure the unprivileged lab account exists; return (uid, gid). Else None."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        try:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                check=True, capture_output=True, text=True,
-            )
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", "") or str(e)
-            raise CassandraError(
-                f"running as root, so Cassandra must run as the unprivileged user `{name}`, "
-                f"but creating it failed ({detail.strip()}); create it with "
-                f"`useradd --system --no-create-home --shell /usr/sbin/nologin {name}`."
-            ) from None
-        pw = pwd.getpwnam(name)
-    return pw.pw_uid, pw.pw_gid
-
-
-# TODO(lead): share with labkit/_proc.py
-def _world_readable(path: Path) -> bool:
-    """True if any user can traverse to ``path`` and read it."""
-    p = path.resolve()
-    for parent in [p, *p.parents]:
-        if not parent.stat().st_mode & stat.S_IXOTH:
-            return False
-    return bool(p.stat().st_mode & stat.S_IROTH)
-
-
-# TODO(lead): share with labkit/_proc.py
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
-
-
-# TODO(lead): share with labkit/_proc.py
-def _same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
-    """The live process ``pid`` if it is still the one created at ``create_time``, else None.
-
-    Guards every signal we send: a recycled pid belongs to someone else.
-    """
-    if not pid or create_time is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > 0.01:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            with contextlib.suppress(psutil.Error, ChildProcessError):
-                proc.wait(0)
-            return None
-        return proc
-    except psutil.Error:
-        return None
 
 
 def _murmur3_tokens(n: int) -> list[int]:
@@ -372,18 +285,19 @@ _TOOLS_LOGBACK = """<configuration>
 """
 
 
-class CassandraNode:
+class CassandraNode(NativeService):
     """One Cassandra JVM on its own loopback address; start, stop, pause and nodetool it.
 
     Usually built by :class:`CassandraCluster`; a single node can be driven alone:
 
         >>> node = CassandraNode(Path("/tmp/lab/n1"), cluster_name="lab", dc="us",
         ...                      host="127.0.0.1", initial_token=0,
-        ...                      lib_dir=resolve_jars(Path("/tmp/cache")))
-        >>> node.start(); node.wait_ready()
-        >>> node.nodetool("status")  # doctest: +SKIP
-        >>> node.stop()
+        ...                      lib_dir=resolve_jars(Path("/tmp/cache")))   # doctest: +SKIP
+        >>> with node:                                                        # doctest: +SKIP
+        ...     node.nodetool("status")
     """
+
+    kind = "cassandra"
 
     def __init__(
         self,
@@ -396,43 +310,51 @@ class CassandraNode:
         lib_dir: Path,
         rack: str = "rack1",
         seeds: Sequence[str] | None = None,
-        native_port: int | None = None,
-        storage_port: int | None = None,
-        jmx_port: int | None = None,
+        native_port: int = 0,
+        storage_port: int = 0,
+        jmx_port: int = 0,
         heap_mb: int = 512,
         java: str = "java",
         ring_delay_ms: int = 1000,
         container_dir: Path = CONTAINER_DIR,
         extra_jvm_opts: Sequence[str] = (),
-        pid: int | None = None,
-        create_time: float | None = None,
+        user: str | None = None,
+        timeout_s: float = 180.0,
     ) -> None:
-        self.node_dir = Path(node_dir)
-        self.name = self.node_dir.name
+        super().__init__(node_dir, host=host, user=user, timeout_s=timeout_s)
         self.cluster_name = cluster_name
         self.dc = dc
         self.rack = rack
-        self.host = host
         self.initial_token = initial_token
         self.lib_dir = Path(lib_dir)
-        taken: set[int] = set()
-        self.native_port = native_port or _free_port(host, taken)
-        self.storage_port = storage_port or _free_port(host, taken)
+        self.native_port = native_port or PortAllocator(host).take()
+        self.storage_port = storage_port or PortAllocator(host).take()
         # Cassandra's local-only JMX (cassandra.jmx.local.port) binds to the
         # loopback address 127.0.0.1, whatever the node's own address.
         self.jmx_host = "127.0.0.1"
-        self.jmx_port = jmx_port or _free_port(self.jmx_host, taken)
+        self.jmx_port = jmx_port or PortAllocator(self.jmx_host).take()
         self.seeds = list(seeds) if seeds else [f"{host}:{self.storage_port}"]
         self.heap_mb = heap_mb
         self.java = java
         self.ring_delay_ms = ring_delay_ms
         self.container_dir = Path(container_dir)
         self.extra_jvm_opts = list(extra_jvm_opts)
-        self.pid = pid
-        self.create_time = create_time
-        self._popen: subprocess.Popen | None = None
+        # Readiness also asks that gossip has met this many peers (set by the cluster).
+        self.expect_peers = 0
 
     # -- accessors ---------------------------------------------------------
+
+    @property
+    def node_dir(self) -> Path:
+        return self.workdir
+
+    @property
+    def name(self) -> str:
+        return f"cassandra-{self.dc}-{self.workdir.name}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.native_port}"
 
     @property
     def contact_point(self) -> tuple[str, int]:
@@ -445,24 +367,21 @@ class CassandraNode:
         return f"{self.host}:{self.storage_port}"
 
     @property
-    def log_file(self) -> Path:
-        return self.node_dir / "logs" / "system.log"
+    def log_path(self) -> Path:
+        return self.workdir / "logs" / "system.log"
 
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"<CassandraNode {self.name} {self.host}:{self.native_port} dc={self.dc} {state}>"
+    @property
+    def pid(self) -> int | None:
+        return self.procs[0].pid if self.procs else None
 
     # -- state -------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-able dict from which :meth:`from_state` rebuilds this node (in any process)."""
+    def _state(self) -> dict[str, Any]:
         return {
-            "node_dir": str(self.node_dir),
             "cluster_name": self.cluster_name,
             "dc": self.dc,
             "rack": self.rack,
-            "host": self.host,
-            "initial_token": str(self.initial_token),
+            "initial_token": str(self.initial_token),  # beyond JSON's safe integers
             "lib_dir": str(self.lib_dir),
             "seeds": list(self.seeds),
             "native_port": self.native_port,
@@ -473,29 +392,27 @@ class CassandraNode:
             "ring_delay_ms": self.ring_delay_ms,
             "container_dir": str(self.container_dir),
             "extra_jvm_opts": list(self.extra_jvm_opts),
-            "pid": self.pid,
-            "create_time": self.create_time,
         }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "CassandraNode":
         """Rebuild a node (running or not) from :meth:`to_state` output."""
-        d = dict(d)
-        node_dir = Path(d.pop("node_dir"))
-        d["initial_token"] = int(d["initial_token"])
-        d["lib_dir"] = Path(d["lib_dir"])
-        d["container_dir"] = Path(d["container_dir"])
-        return cls(node_dir, **d)
+        node = cls(
+            Path(d["workdir"]), cluster_name=d["cluster_name"], dc=d["dc"], rack=d["rack"],
+            host=d["host"], initial_token=int(d["initial_token"]), lib_dir=Path(d["lib_dir"]),
+            seeds=d["seeds"], native_port=d["native_port"], storage_port=d["storage_port"],
+            jmx_port=d["jmx_port"], heap_mb=d["heap_mb"], java=d["java"],
+            ring_delay_ms=d["ring_delay_ms"], container_dir=Path(d["container_dir"]),
+            extra_jvm_opts=d.get("extra_jvm_opts", ()), user=d.get("user"),
+        )
+        return node.restore(d)
 
     # -- lifecycle ---------------------------------------------------------
 
-    def is_running(self) -> bool:
-        """True while this node's JVM (same pid *and* create time) is alive."""
-        return _same_process(self.pid, self.create_time) is not None
-
-    def _write_config(self, ids: tuple[int, int] | None) -> None:
-        nd = self.node_dir
-        for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system", "logs", "tmp", "fql", "triggers"):
+    def _prepare(self) -> None:
+        nd = self.workdir
+        for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system",
+                    "logs", "tmp", "fql", "triggers"):
             (nd / sub).mkdir(parents=True, exist_ok=True)
         template = string.Template((self.container_dir / "cassandra.yaml").read_text())
         yaml = template.substitute(
@@ -514,16 +431,6 @@ class CassandraNode:
         )
         shutil.copyfile(self.container_dir / "logback.xml", nd / "conf" / "logback.xml")
         (nd / "conf" / "logback-tools.xml").write_text(_TOOLS_LOGBACK)
-        if ids is not None:
-            # The lab user must be able to reach its node dir (it owns the node dir itself).
-            for parent in nd.resolve().parents:
-                if not parent.stat().st_mode & stat.S_IXOTH:
-                    raise CassandraError(
-                        f"running as root, Cassandra runs as the user `{LAB_USER}`, which cannot reach "
-                        f"{nd} because {parent} is not traversable (mode {stat.filemode(parent.stat().st_mode)}); "
-                        "use a lab dir under /tmp or /var/lib, or `chmod o+x` that directory."
-                    )
-            _chown_tree(nd, *ids)
 
     def _jvm_options(self) -> list[str]:
         opts = []
@@ -535,7 +442,7 @@ class CassandraNode:
 
     def command(self) -> list[str]:
         """The full ``java ...`` command line that runs this node."""
-        nd = self.node_dir
+        nd = self.workdir
         jamm = sorted(self.lib_dir.glob("jamm-*.jar"))
         if not jamm:
             raise CassandraError(f"no jamm-*.jar in {self.lib_dir}; re-resolve the jars (delete {self.lib_dir.parent}).")
@@ -571,133 +478,58 @@ class CassandraNode:
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
-    def start(self) -> None:
-        """Spawn the JVM (returns at once; :meth:`wait_ready` waits for CQL)."""
-        if self.is_running():
-            return
-        ids = _ensure_lab_user()
-        self._write_config(ids)
-        cmd = self.command()
+    def _launch(self) -> None:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
             # As cassandra-env.sh does: fewer glibc arenas, less RSS.
             "MALLOC_ARENA_MAX": "4",
-            "HOME": str(self.node_dir / "tmp"),
+            "HOME": str(self.workdir / "tmp"),
         }
-        user_kw: dict[str, Any] = {}
-        if ids is not None:
-            user_kw = {"user": ids[0], "group": ids[1], "extra_groups": []}
-        out = open(self.node_dir / "logs" / "stdout.log", "ab")
-        try:
-            self._popen = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.node_dir,
-                env=env,
-                start_new_session=True,  # survives its starter; killed later by pid
-                close_fds=True,
-                **user_kw,
-            )
-        finally:
-            out.close()
-        self.pid = self._popen.pid
-        try:
-            self.create_time = psutil.Process(self.pid).create_time()
-        except psutil.Error:
-            self.create_time = None
+        self.procs.append(spawn(self.name, self.command(), cwd=self.workdir,
+                                log_path=self.workdir / "logs" / "stdout.log", user=self.user,
+                                env=env))
 
-    def _tail(self, lines: int = 20) -> str:
-        chunks = []
-        for f in (self.node_dir / "logs" / "stdout.log", self.log_file):
-            with contextlib.suppress(OSError):
-                text = f.read_text(errors="replace").strip().splitlines()
-                chunks.append(f"--- {f} ---\n" + "\n".join(text[-lines:]))
-        return "\n".join(chunks)
+    def ready(self) -> bool:
+        """``SELECT release_version FROM system.local`` on this node alone.
 
-    def ready_check(self, expect_peers: int = 0) -> bool:
-        """The readiness check: ``SELECT release_version FROM system.local`` on this node alone.
-
-        With ``expect_peers``, the node must also list that many peers (gossip has met them).
+        With ``expect_peers`` set, the node must also list that many peers (gossip met them).
         """
-        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2, request_timeout_s=5)
+        if not listening(self.host, self.native_port):
+            return False
+        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2,
+                                 request_timeout_s=5)
         try:
             session = cluster.connect()
             row = session.execute(READY_QUERY).one()
             if row is None or not row.release_version:
                 return False
-            if expect_peers:
-                peers = list(session.execute("SELECT peer FROM system.peers"))
-                return len(peers) >= expect_peers
+            if self.expect_peers:
+                return len(list(session.execute("SELECT peer FROM system.peers"))) >= self.expect_peers
             return True
-        except Exception:
-            return False
         finally:
             cluster.shutdown()
 
-    def wait_ready(self, timeout_s: float = 180, expect_peers: int = 0) -> float:
-        """Poll :meth:`ready_check` until it passes; return the seconds waited."""
-        t0 = time.monotonic()
-        while True:
-            if not self.is_running():
-                raise CassandraError(
-                    f"Cassandra node {self.name} ({self.host}) exited during start-up; "
-                    f"its logs are in {self.node_dir / 'logs'}:\n{self._tail()}"
-                )
-            if _port_open(self.host, self.native_port) and self.ready_check(expect_peers):
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > timeout_s:
-                raise CassandraError(
-                    f"Cassandra node {self.name} ({self.host}:{self.native_port}) did not answer "
-                    f"`{READY_QUERY}` within {timeout_s:.0f} s; logs in {self.node_dir / 'logs'}:\n{self._tail()}"
-                )
-            time.sleep(0.5)
+    def version(self) -> str:
+        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2)
+        try:
+            return cluster.connect().execute(READY_QUERY).one().release_version
+        finally:
+            cluster.shutdown()
 
-    def stop(self, timeout_s: float = 20) -> None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; return when no process or port is left."""
-        proc = _same_process(self.pid, self.create_time)
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(proc.pid, signal.SIGTERM)
-                os.kill(proc.pid, signal.SIGCONT)  # a paused JVM must run to see SIGTERM
-            try:
-                proc.wait(timeout_s)
-            except psutil.TimeoutExpired:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-                with contextlib.suppress(psutil.Error):
-                    proc.wait(10)
-            except (psutil.Error, ChildProcessError):
-                pass
-        if self._popen is not None:
-            with contextlib.suppress(Exception):
-                self._popen.wait(1)
-            self._popen = None
-        self.pid = None
-        self.create_time = None
-        deadline = time.monotonic() + 10
-        ports = [(self.host, self.native_port), (self.host, self.storage_port), (self.jmx_host, self.jmx_port)]
-        while any(_port_open(h, p) for h, p in ports):
-            if time.monotonic() > deadline:
-                busy = [f"{h}:{p}" for h, p in ports if _port_open(h, p)]
-                raise CassandraError(f"node {self.name} stopped but {', '.join(busy)} still accept connections")
-            time.sleep(0.2)
+    # -- fault controls ----------------------------------------------------
 
-    def _signal(self, sig: signal.Signals) -> None:
-        proc = _same_process(self.pid, self.create_time)
-        if proc is None:
+    def _process(self) -> psutil.Process:
+        p = self.procs[0].process() if self.procs else None
+        if p is None:
             raise CassandraError(f"Cassandra node {self.name} is not running; start it first.")
-        os.kill(proc.pid, sig)
+        return p
 
     def pause(self) -> None:
         """Freeze the JVM (SIGSTOP): to its peers the node hangs, like a GC stall or partition."""
-        self._signal(signal.SIGSTOP)
+        self._process().send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Unfreeze a paused JVM (SIGCONT)."""
-        self._signal(signal.SIGCONT)
+        self._process().send_signal(signal.SIGCONT)
 
     def nodetool(self, *args: str, timeout_s: float = 120) -> str:
         """Run ``nodetool <args>`` against this node over local JMX; return its output.
@@ -710,7 +542,7 @@ class CassandraNode:
             "-XX:+UseSerialGC",
             "-XX:TieredStopAtLevel=1",
             "-Xshare:auto",
-            f"-Dlogback.configurationFile={self.node_dir / 'conf' / 'logback-tools.xml'}",
+            f"-Dlogback.configurationFile={self.workdir / 'conf' / 'logback-tools.xml'}",
             f"-Duser.home={tempfile.gettempdir()}",
             "-Dcassandra.config=file:///dev/null",
             # The server's JPMS exports/opens serve the tools too (as jvm17-clients.options).
@@ -730,8 +562,8 @@ class CassandraNode:
 
     def rss_bytes(self) -> int:
         """Resident memory of the JVM now (0 when stopped)."""
-        proc = _same_process(self.pid, self.create_time)
-        return proc.memory_info().rss if proc else 0
+        p = self.procs[0].process() if self.procs else None
+        return p.memory_info().rss if p else 0
 
 
 # ---------------------------------------------------------------------------
@@ -744,9 +576,8 @@ class CassandraCluster:
 
         >>> ring = CassandraCluster(Path("/tmp/lab/us"), nodes=3, dc="us",
         ...                         cluster_name="lab-us", lib_dir=resolve_jars(Path("/tmp/cache")))
-        >>> with ring:
-        ...     session = ring.connect()
-        ...     session.execute("SELECT release_version FROM system.local").one()
+        >>> with ring:                                                                # doctest: +SKIP
+        ...     ring.connect().execute("SELECT release_version FROM system.local").one()
     """
 
     def __init__(
@@ -763,6 +594,8 @@ class CassandraCluster:
         ring_delay_ms: int = 1000,
         container_dir: Path = CONTAINER_DIR,
         extra_jvm_opts: Sequence[str] = (),
+        user: str | None = None,
+        timeout_s: float = 180.0,
     ) -> None:
         self.cluster_dir = Path(cluster_dir)
         self.dc = dc
@@ -774,30 +607,20 @@ class CassandraCluster:
         if nodes < 1:
             raise ValueError("a Cassandra cluster needs at least one node")
         hosts = [f"127.0.0.{first_host + i}" for i in range(nodes)]
-        tokens = _murmur3_tokens(nodes)
-        built: list[CassandraNode] = []
-        for i, (host, token) in enumerate(zip(hosts, tokens)):
-            built.append(
-                CassandraNode(
-                    self.cluster_dir / f"node{i + 1}",
-                    cluster_name=cluster_name,
-                    dc=dc,
-                    rack=f"rack{i + 1}",
-                    host=host,
-                    initial_token=token,
-                    lib_dir=lib_dir,
-                    heap_mb=heap_mb,
-                    java=java,
-                    ring_delay_ms=ring_delay_ms,
-                    container_dir=container_dir,
-                    extra_jvm_opts=extra_jvm_opts,
-                )
+        self.nodes = [
+            CassandraNode(
+                self.cluster_dir / f"node{i + 1}", cluster_name=cluster_name, dc=dc,
+                rack=f"rack{i + 1}", host=host, initial_token=token, lib_dir=lib_dir,
+                heap_mb=heap_mb, java=java, ring_delay_ms=ring_delay_ms,
+                container_dir=container_dir, extra_jvm_opts=extra_jvm_opts, user=user,
+                timeout_s=timeout_s,
             )
+            for i, (host, token) in enumerate(zip(hosts, _murmur3_tokens(nodes)))
+        ]
         # Every node of a ring of <= 3 is a seed: any one can restart alone and find the others.
-        seeds = [n.storage_endpoint for n in built[:3]]
-        for n in built:
+        seeds = [n.storage_endpoint for n in self.nodes[:3]]
+        for n in self.nodes:
             n.seeds = seeds
-        self.nodes = built
 
     @property
     def contact_points(self) -> list[tuple[str, int]]:
@@ -808,51 +631,36 @@ class CassandraCluster:
         """Node ``i`` (0-based)."""
         return self.nodes[i]
 
-    def start(self, timeout_s: float = 180, parallel: bool = True) -> float:
+    def start(self, parallel: bool = True) -> float:
         """Start every stopped node and wait until each answers CQL; return seconds taken.
 
+        Each node counts as ready once it also sees the others (gossip has met them); a node
+        restarted alone (``node.start()``) waits for its peers the same way.
         ``parallel=False`` starts the nodes one after the other (for comparison).
         """
         t0 = time.monotonic()
-        peers = len(self.nodes) - 1
         try:
-            if parallel:
+            if not parallel:
                 for n in self.nodes:
+                    n.expect_peers = 0
                     n.start()
-                for n in self.nodes:
-                    n.wait_ready(timeout_s - (time.monotonic() - t0), expect_peers=peers)
-            else:
-                for n in self.nodes:
-                    n.start()
-                    n.wait_ready(timeout_s - (time.monotonic() - t0))
-                for n in self.nodes:
-                    n.wait_ready(timeout_s - (time.monotonic() - t0), expect_peers=peers)
+            for n in self.nodes:
+                n.expect_peers = len(self.nodes) - 1
+            _each(self.nodes, lambda n: wait_ready(n.name, n.ready, timeout_s=n.timeout_s,
+                                                   procs=n.procs, log_path=n.log_path)
+                  if n.running() else n.start())
         except BaseException:
             self.stop()
             raise
         return time.monotonic() - t0
 
-    def stop(self, timeout_s: float = 20) -> None:
+    def stop(self) -> None:
         """Stop every node (in parallel) and close the sessions :meth:`connect` handed out."""
         for s in self._sessions:
             with contextlib.suppress(Exception):
                 s.cluster.shutdown()
         self._sessions.clear()
-        errors: list[BaseException] = []
-
-        def stop_one(n: CassandraNode) -> None:
-            try:
-                n.stop(timeout_s)
-            except BaseException as e:  # collected and re-raised below
-                errors.append(e)
-
-        threads = [threading.Thread(target=stop_one, args=(n,)) for n in self.nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        _each(self.nodes, lambda n: n.stop())
 
     def connect(self, keyspace: str | None = None, *, only: CassandraNode | None = None, **kwargs: Any):
         """A driver ``Session`` on this cluster; ``only=node`` talks to that node alone.
@@ -865,8 +673,8 @@ class CassandraCluster:
         self._sessions.append(session)
         return session
 
-    def is_running(self) -> bool:
-        return all(n.is_running() for n in self.nodes)
+    def running(self) -> bool:
+        return all(n.running() for n in self.nodes)
 
     def __enter__(self) -> "CassandraCluster":
         self.start()
@@ -887,16 +695,22 @@ class CassandraCluster:
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "CassandraCluster":
         nodes = [CassandraNode.from_state(n) for n in d["nodes"]]
-        return cls(
-            Path(d["cluster_dir"]),
-            lib_dir=nodes[0].lib_dir,
-            nodes=nodes,
-            dc=d["dc"],
-            cluster_name=d["cluster_name"],
-        )
+        for n in nodes:
+            n.expect_peers = len(nodes) - 1
+        return cls(Path(d["cluster_dir"]), lib_dir=nodes[0].lib_dir, nodes=nodes, dc=d["dc"],
+                   cluster_name=d["cluster_name"])
 
     def __repr__(self) -> str:
         return f"<CassandraCluster {self.cluster_name} dc={self.dc} nodes={len(self.nodes)}>"
+
+
+def _each(nodes: Sequence[CassandraNode], action: Any) -> None:
+    """Run ``action(node)`` for every node at once; re-raise the first failure."""
+    if not nodes:
+        return
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        for f in [pool.submit(action, n) for n in nodes]:
+            f.result()
 
 
 # ---------------------------------------------------------------------------
@@ -908,14 +722,16 @@ class Cassandra:
     """Cassandra 5.0 for a lab: the clusters of a named topology, native provider.
 
         >>> from pathlib import Path
-        >>> with Cassandra(Path("/tmp/lab"), topology="single") as cas:
-        ...     session = cas.connect()
-        ...     print(session.execute("SELECT release_version FROM system.local").one())
+        >>> with Cassandra(Path("/tmp/lab"), topology="single") as cas:          # doctest: +SKIP
+        ...     print(cas.connect().execute("SELECT release_version FROM system.local").one())
         Row(release_version='5.0.9')
 
     ``topology="ring"`` gives 3 nodes in dc ``us``; ``topology="regions"`` gives two
     independent clusters, ``cas.region("us")`` and ``cas.region("eu")``.
     """
+
+    kind = "cassandra"
+    name = "cassandra"
 
     def __init__(
         self,
@@ -933,6 +749,7 @@ class Cassandra:
         container_dir: Path = CONTAINER_DIR,
         extra_jvm_opts: Sequence[str] = (),
         quick_start: bool = True,
+        user: str | None = None,
         _clusters: dict[str, CassandraCluster] | None = None,
     ) -> None:
         if topology not in TOPOLOGIES:
@@ -952,6 +769,7 @@ class Cassandra:
         self.container_dir = Path(container_dir)
         self.extra_jvm_opts = list(extra_jvm_opts)
         self.quick_start = quick_start
+        self.user = user
         self.clusters: dict[str, CassandraCluster] = dict(_clusters or {})
 
     # -- accessors ---------------------------------------------------------
@@ -1010,12 +828,14 @@ class Cassandra:
                 ring_delay_ms=self.ring_delay_ms,
                 container_dir=self.container_dir,
                 extra_jvm_opts=jvm_opts,
+                user=self.user,
+                timeout_s=self.start_timeout_s,
             )
             first_host += n
 
     def _readable_lib(self, lib: Path) -> Path:
-        """As root, the lab user must read the jars: stage them in the lab dir if the cache is private."""
-        if os.geteuid() != 0 or _world_readable(lib):
+        """The jars as the server account can read them: staged in the lab dir if the cache is private."""
+        if self.user is None or _world_readable(lib):
             return lib
         staged = self.lab_dir / "cassandra" / "lib" / lib.parent.name
         if not (staged / ".complete").exists():
@@ -1026,10 +846,9 @@ class Cassandra:
                     continue
                 try:
                     os.link(jar, target)
-                    target.chmod(0o644)
                 except OSError:
                     shutil.copyfile(jar, target)
-                    target.chmod(0o644)
+                target.chmod(0o644)
             (staged / ".complete").touch()
         for d in (staged, *staged.parents):
             if d == Path("/") or d.stat().st_mode & stat.S_IXOTH:
@@ -1038,40 +857,41 @@ class Cassandra:
         return staged
 
     def start(self) -> float:
-        """Resolve jars if needed, start every cluster and wait for CQL; return seconds taken."""
+        """Resolve jars if needed, start every cluster and wait for CQL; return seconds taken.
+
+        Regions are independent clusters, so all their nodes start at once.
+        """
         t0 = time.monotonic()
         if not self.clusters:
             self._build()
-        self.lab_dir.mkdir(parents=True, exist_ok=True)
-        started: list[CassandraCluster] = []
+        for c in self.clusters.values():
+            for n in c.nodes:
+                n.expect_peers = len(c.nodes) - 1
         try:
-            # Regions are independent clusters: start all JVMs first, then wait.
-            for c in self.clusters.values():
-                for n in c.nodes:
-                    n.start()
-                started.append(c)
-            for c in self.clusters.values():
-                c.start(timeout_s=self.start_timeout_s)
+            _each(self.nodes, lambda n: n.start())
         except BaseException:
-            for c in started:
-                with contextlib.suppress(Exception):
-                    c.stop()
+            self.stop()
             raise
         return time.monotonic() - t0
 
     def stop(self) -> None:
         """Stop every node of every cluster; afterwards no JVM and no listening port remain."""
-        errors = []
         for c in self.clusters.values():
-            try:
-                c.stop()
-            except CassandraError as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+            c.stop()
 
-    def is_running(self) -> bool:
-        return bool(self.clusters) and all(c.is_running() for c in self.clusters.values())
+    def running(self) -> bool:
+        return bool(self.clusters) and all(c.running() for c in self.clusters.values())
+
+    def ready(self) -> bool:
+        return all(n.ready() for n in self.nodes)
+
+    @property
+    def procs(self) -> list:
+        return [p for n in self.nodes for p in n.procs]
+
+    def health(self) -> list[dict[str, Any]]:
+        """One row per node (for `labkit status`)."""
+        return [n.health() for n in self.nodes]
 
     def __enter__(self) -> "Cassandra":
         self.start()
@@ -1085,6 +905,7 @@ class Cassandra:
     def to_state(self) -> dict[str, Any]:
         """A JSON-able dict; :meth:`from_state` in another process reattaches to the same JVMs."""
         return {
+            "kind": self.kind,
             "lab_dir": str(self.lab_dir),
             "topology": self.topology,
             "cache_dir": str(self.cache_dir),
@@ -1098,6 +919,7 @@ class Cassandra:
             "container_dir": str(self.container_dir),
             "extra_jvm_opts": list(self.extra_jvm_opts),
             "quick_start": self.quick_start,
+            "user": self.user,
             "clusters": {r: c.to_state() for r, c in self.clusters.items()},
         }
 
@@ -1118,8 +940,18 @@ class Cassandra:
             container_dir=Path(d["container_dir"]),
             extra_jvm_opts=d.get("extra_jvm_opts", ()),
             quick_start=d.get("quick_start", True),
+            user=d.get("user"),
             _clusters={r: CassandraCluster.from_state(c) for r, c in d["clusters"].items()},
         )
 
     def __repr__(self) -> str:
         return f"<Cassandra topology={self.topology} regions={list(self.clusters)}>"
+
+
+def _world_readable(path: Path) -> bool:
+    """True if any user can traverse to ``path`` and read it."""
+    p = path.resolve()
+    for parent in [p, *p.parents]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(p.stat().st_mode & stat.S_IROTH)

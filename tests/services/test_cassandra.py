@@ -1,17 +1,19 @@
 """Cassandra 5.0 on real JVMs: tunable consistency, hints, regions, clean stop, clear errors.
 
-The ring is started once for TestRing and reused by its tests (each in its own
-keyspace); the regions topology once for TestRegions. Jars come from
-``$LABKIT_CACHE_DIR`` (default ``~/.cache/labkit``), resolved on first use.
+The ring is started once for TestRing, through `labkit up --cassandra ring` as a student
+would, and reused by its tests (each in its own keyspace); the regions topology once for
+TestRegions. Jars come from the lab's cache directory (LabConfig.cache_dir), resolved on
+first use.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,9 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
+import labkit as lk
+from labkit.config import LabConfig
+from labkit._proc import listening, service_account
 from labkit.services.cassandra import (
     Cassandra,
     CassandraCluster,
@@ -28,7 +33,9 @@ from labkit.services.cassandra import (
     resolve_jars,
 )
 
-CACHE_DIR = Path(os.environ.get("LABKIT_CACHE_DIR", Path.home() / ".cache" / "labkit"))
+CACHE_DIR = LabConfig.load().cache_dir  # where `labkit up --cassandra` resolves the jars too
+# As root the JVMs run under the lab's unprivileged account, as `labkit up` runs them.
+USER = service_account("labkit")
 
 
 def _lab_dir(name: str) -> Path:
@@ -66,15 +73,34 @@ def _wait_for(check: Callable[[], object], timeout_s: float, what: str, poll_s: 
 # ---------------------------------------------------------------------------
 
 
+def _labkit(lab_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "--lab-dir", str(lab_dir), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="class")
 def ring() -> Iterator[CassandraCluster]:
+    """The ring as a student gets it: `labkit up --cassandra ring`, then `labkit status`."""
     lab_dir = _lab_dir("ring")
-    cas = Cassandra(lab_dir, "ring", cache_dir=CACHE_DIR)
     try:
-        cas.start()
-        yield cas.region("us")
+        up = _labkit(lab_dir, "up", "--services", "cassandra", "--cassandra", "ring")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = _labkit(lab_dir, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        healthy = [l for l in status.stdout.splitlines() if l.startswith("cassandra-us-node")]
+        assert len(healthy) == 3 and all(" ok " in l and "5.0." in l for l in healthy), status.stdout
+        lab = lk.attach(lab_dir=lab_dir)
+        yield lab.cassandra.region("us")
+        pids = [n.pid for n in lab.cassandra.nodes]
+        ports = [(n.host, p) for n in lab.cassandra.nodes for p in (n.native_port, n.storage_port)]
+        down = _labkit(lab_dir, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not [p for p in pids if p and psutil.pid_exists(p)
+                    and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not [hp for hp in ports if listening(*hp)]
     finally:
-        _cleanup(cas, lab_dir)
+        lk.down(lab_dir=lab_dir, purge=True)
+        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 def _make_keyspace(ring: CassandraCluster, name: str):
@@ -119,8 +145,8 @@ def _read_alone(ring: CassandraCluster, node: CassandraNode, keyspace: str, user
 
 
 def _restart(node: CassandraNode, peers: int) -> None:
-    node.start()
-    node.wait_ready(expect_peers=peers)
+    node.expect_peers = peers
+    node.start()  # returns once the node answers CQL and sees its peers
 
 
 @pytest.mark.cassandra
@@ -153,7 +179,7 @@ class TestRing:
             )
         finally:
             for n in ring.nodes:
-                if n.is_running():
+                if n.running():
                     n.nodetool("enablehandoff")
 
     def test_hints_bring_the_restarted_replica_up_to_date(self, ring: CassandraCluster) -> None:
@@ -194,7 +220,7 @@ class TestRing:
 @pytest.fixture(scope="class")
 def regions() -> Iterator[Cassandra]:
     lab_dir = _lab_dir("regions")
-    cas = Cassandra(lab_dir, "regions", cache_dir=CACHE_DIR)
+    cas = Cassandra(lab_dir, "regions", cache_dir=CACHE_DIR, user=USER)
     try:
         cas.start()
         yield cas
@@ -233,7 +259,7 @@ class TestRegions:
 @pytest.mark.cassandra
 def test_stop_from_another_handle_leaves_no_jvm_and_no_port() -> None:
     lab_dir = _lab_dir("stop")
-    cas = Cassandra(lab_dir, "single", cache_dir=CACHE_DIR)
+    cas = Cassandra(lab_dir, "single", cache_dir=CACHE_DIR, user=USER)
     try:
         cas.start()
         node = cas.nodes[0]
@@ -246,7 +272,7 @@ def test_stop_from_another_handle_leaves_no_jvm_and_no_port() -> None:
 
         # A lab reattaches from its state file in another process: JSON round trip.
         again = Cassandra.from_state(json.loads(json.dumps(cas.to_state())))
-        assert again.contact_points == cas.contact_points and again.is_running()
+        assert again.contact_points == cas.contact_points and again.running()
         again.stop()
 
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
