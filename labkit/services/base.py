@@ -128,3 +128,47 @@ class NativeService:
     def __repr__(self) -> str:
         status = "running" if self.running() else "stopped"
         return f"<{type(self).__name__} {self.name} {self.address} {status}>"
+
+
+class ServiceGroup:
+    """Several servers that start and stop as one service (a leader and its followers, a ring).
+
+    A subclass lists its members and says how to start and stop them together; the group
+    answers the same questions as a single server: running, ready, health, processes.
+    """
+
+    kind: ClassVar[str] = "group"
+
+    def members(self) -> list[NativeService]:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def procs(self) -> list[Proc]:
+        return [p for m in self.members() for p in m.procs]
+
+    def running(self) -> bool:
+        return bool(self.members()) and all(m.running() for m in self.members())
+
+    def ready(self) -> bool:
+        return all(m.ready() for m in self.members())
+
+    def health(self) -> list[dict[str, Any]]:
+        """One row per member (for `labkit status`)."""
+        return [m.health() for m in self.members()]
+
+    def __enter__(self) -> Any:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import psutil
 
 from labkit._proc import PortAllocator, listening, spawn, wait_ready
-from labkit.services.base import NativeService
+from labkit.services.base import NativeService, ServiceGroup
 
 __all__ = [
     "Cassandra",
@@ -571,7 +571,7 @@ class CassandraNode(NativeService):
 # ---------------------------------------------------------------------------
 
 
-class CassandraCluster:
+class CassandraCluster(ServiceGroup):
     """One Cassandra cluster (ring) of nodes in one dc, started together.
 
         >>> ring = CassandraCluster(Path("/tmp/lab/us"), nodes=3, dc="us",
@@ -673,15 +673,8 @@ class CassandraCluster:
         self._sessions.append(session)
         return session
 
-    def running(self) -> bool:
-        return all(n.running() for n in self.nodes)
-
-    def __enter__(self) -> "CassandraCluster":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def members(self) -> list[CassandraNode]:
+        return self.nodes
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able dict from which :meth:`from_state` rebuilds this cluster."""
@@ -718,7 +711,7 @@ def _each(nodes: Sequence[CassandraNode], action: Any) -> None:
 # ---------------------------------------------------------------------------
 
 
-class Cassandra:
+class Cassandra(ServiceGroup):
     """Cassandra 5.0 for a lab: the clusters of a named topology, native provider.
 
         >>> from pathlib import Path
@@ -731,7 +724,6 @@ class Cassandra:
     """
 
     kind = "cassandra"
-    name = "cassandra"
 
     def __init__(
         self,
@@ -879,26 +871,8 @@ class Cassandra:
         for c in self.clusters.values():
             c.stop()
 
-    def running(self) -> bool:
-        return bool(self.clusters) and all(c.running() for c in self.clusters.values())
-
-    def ready(self) -> bool:
-        return all(n.ready() for n in self.nodes)
-
-    @property
-    def procs(self) -> list:
-        return [p for n in self.nodes for p in n.procs]
-
-    def health(self) -> list[dict[str, Any]]:
-        """One row per node (for `labkit status`)."""
-        return [n.health() for n in self.nodes]
-
-    def __enter__(self) -> "Cassandra":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def members(self) -> list[CassandraNode]:
+        return self.nodes
 
     # -- state -------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import psycopg
 
 from labkit._proc import PortAllocator, ServiceError, own, run, spawn
 from labkit.config import SYNCHRONOUS_COMMIT_MODES
-from labkit.services.base import NativeService
+from labkit.services.base import NativeService, ServiceGroup
 
 CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "postgres"
 SUPERUSER = "postgres"
@@ -232,7 +232,7 @@ class PostgresServer(NativeService):
         self.index, self.port = state["index"], state["port"]
 
 
-class Postgres:
+class Postgres(ServiceGroup):
     """A PostgreSQL leader with ``followers`` streaming replicas: one service of the lab.
 
     >>> pg = Postgres(Path("/tmp/lab/postgres"), password="pw", followers=1).start()  # doctest: +SKIP
@@ -269,10 +269,6 @@ class Postgres:
             raise ServiceError("this lab has no follower; bring it up with `followers=1` or more")
         return self.followers[0]
 
-    @property
-    def procs(self) -> list:
-        return [p for s in self.servers for p in s.procs]
-
     def dsn(self, dbname: str = "postgres") -> str:
         """The leader's connection string (writes go to the leader)."""
         return self.leader.dsn(dbname)
@@ -295,13 +291,11 @@ class Postgres:
         for s in reversed(self.servers):
             s.stop()
 
-    def running(self) -> bool:
-        return all(s.running() for s in self.servers)
-
-    def ready(self) -> bool:
-        return all(s.ready() for s in self.servers)
+    def members(self) -> list[PostgresServer]:
+        return self.servers
 
     def health(self) -> list[dict[str, Any]]:
+        """One row per server; a follower's row also says how far behind it is."""
         out = []
         for s in self.servers:
             h = s.health()
@@ -348,12 +342,6 @@ class Postgres:
         for s, st in zip(self.servers, state["servers"]):
             s.restore(st)
         return self
-
-    def __enter__(self) -> "Postgres":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<Postgres leader={self.leader.address} followers={len(self.followers)}>"
