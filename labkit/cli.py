@@ -5,6 +5,7 @@
     labkit env
     labkit down [--purge]
     labkit doctor
+    labkit experiment herd --clients 256 --lease meta --out results.json
 """
 
 from __future__ import annotations
@@ -156,6 +157,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- experiments
+# `labkit experiment herd ...`: the options and the run live in labkit.experiments.herd.
+
+def cmd_experiment_herd(args: argparse.Namespace) -> int:
+    from labkit.experiments import herd
+    return herd.run_cli(args, Lab.up(_config(args)))
+
+
+def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
+    from labkit.experiments import herd
+    p = sub.add_parser("experiment", help="run an experiment on the lab's servers")
+    experiments = p.add_subparsers(dest="experiment", required=True)
+    h = experiments.add_parser("herd", help="DB queries per hot-key expiry, with and without leases")
+    herd.add_arguments(h)
+    h.set_defaults(func=cmd_experiment_herd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--purge", action="store_true", help="also delete the lab's data")
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
+    _add_experiment_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
