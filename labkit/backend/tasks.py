@@ -1,0 +1,300 @@
+"""Like notifications as Celery tasks on the lab's RabbitMQ.
+
+Introduced in notebooks/08_async_tasks.ipynb.
+
+The like request enqueues ``notify_like`` instead of calling the push service inline; a Celery
+worker builds the notification and stores it in the ``notifications`` table (the stand-in for
+the push service, and what tests read). Delivery guarantees, and where each comes from:
+
+- nothing lost when a worker dies: ``acks_late`` (the message is acknowledged after the task
+  ran); when a worker's connection drops (SIGKILL), RabbitMQ hands the messages it had not
+  acknowledged to another worker (``reject_on_worker_lost`` does the same for a prefork child);
+- nothing lost when the broker restarts: durable queues, persistent messages, publisher
+  confirms;
+- never notified twice: a redelivered task finds its row already there (a unique
+  ``dedup_key`` per like, ``INSERT ... ON CONFLICT DO NOTHING``);
+- a flaky notifier is retried with exponential backoff (``backoff_s * 2**retry``), at most
+  ``max_retries`` times; then the failure is recorded in ``task_failures``;
+- a malformed payload fails once, is recorded in ``task_failures`` and is never retried; a
+  message that is not a task at all (or not even JSON) is recorded too and rejected into the
+  dead-letter queue ``<queue>.dead``.
+
+>>> app = make_app(lab.broker_url, lab.leader.dsn("app"), queue="notify")        # doctest: +SKIP
+>>> with lab.leader.connect("app") as conn:                                      # doctest: +SKIP
+...     install(conn)
+>>> app.tasks["notify_like"].delay(liker_id=7, media_id=42, owner_id=3)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import psycopg
+from celery import Celery, Task
+from celery.worker.consumer import Consumer
+from kombu import Exchange, Queue
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id         bigserial PRIMARY KEY,
+    dedup_key  text NOT NULL UNIQUE,
+    owner_id   bigint NOT NULL,
+    liker_id   bigint NOT NULL,
+    media_id   bigint NOT NULL,
+    body       text NOT NULL,
+    task_id    text,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- One row per execution of notify_like (a redelivered task shows up twice here, once above).
+CREATE TABLE IF NOT EXISTS notify_attempts (
+    id        bigserial PRIMARY KEY,
+    dedup_key text NOT NULL,
+    task_id   text,
+    attempt   int NOT NULL,
+    outcome   text NOT NULL,      -- sent | duplicate | failed
+    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS task_failures (
+    id        bigserial PRIMARY KEY,
+    task_id   text,
+    task_name text,
+    reason    text NOT NULL,
+    payload   text,
+    attempts  int,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- Fault injection: the notifier fails this many more times for this like.
+CREATE TABLE IF NOT EXISTS notifier_faults (
+    dedup_key      text PRIMARY KEY,
+    fail_remaining int NOT NULL
+);
+"""
+
+
+class NotifierError(RuntimeError):
+    """The push service failed (transient): the task is retried with backoff."""
+
+
+class MalformedPayload(ValueError):
+    """The task's arguments cannot be a like notification: recorded, never retried."""
+
+
+def install(conn: psycopg.Connection) -> None:
+    """Create the notification tables (idempotent), on the leader."""
+    conn.execute(SCHEMA)
+    if not conn.autocommit:
+        conn.commit()
+
+
+def dedup_key(liker_id: int, media_id: int) -> str:
+    """One notification per like: a user likes a given photo at most once."""
+    return f"like:{liker_id}:{media_id}"
+
+
+def inject_failures(conn: psycopg.Connection, liker_id: int, media_id: int, times: int) -> None:
+    """Make the notifier fail the next ``times`` attempts for this like."""
+    conn.execute("INSERT INTO notifier_faults (dedup_key, fail_remaining) VALUES (%s, %s) "
+                 "ON CONFLICT (dedup_key) DO UPDATE SET fail_remaining = EXCLUDED.fail_remaining",
+                 (dedup_key(liker_id, media_id), times))
+
+
+def validate(liker_id: Any, media_id: Any, owner_id: Any) -> tuple[int, int, int]:
+    """The three ids as ints, or MalformedPayload naming what is wrong."""
+    ids = {"liker_id": liker_id, "media_id": media_id, "owner_id": owner_id}
+    bad = [k for k, v in ids.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0]
+    if bad:
+        raise MalformedPayload(f"not positive integers: {', '.join(bad)} (payload {ids!r})")
+    return liker_id, media_id, owner_id
+
+
+def send_notification(conn: psycopg.Connection, liker_id: int, media_id: int, owner_id: int, *,
+                      task_id: str | None = None, attempt: int = 1, send_ms: float = 0.0) -> bool:
+    """Build and "send" one like notification; False when it had been sent already.
+
+    The push service is simulated: ``send_ms`` of latency, failures injected per like with
+    ``inject_failures``, and the delivered notification stored in ``notifications``.
+    """
+    key = dedup_key(liker_id, media_id)
+    if send_ms:
+        time.sleep(send_ms / 1000)
+    faulted = conn.execute(
+        "UPDATE notifier_faults SET fail_remaining = fail_remaining - 1 "
+        "WHERE dedup_key = %s AND fail_remaining > 0 RETURNING fail_remaining", (key,)).fetchone()
+    if faulted:
+        conn.execute("INSERT INTO notify_attempts (dedup_key, task_id, attempt, outcome) "
+                     "VALUES (%s, %s, %s, 'failed')", (key, task_id, attempt))
+        raise NotifierError(f"push service unavailable for {key} (injected fault)")
+    with conn.transaction():
+        inserted = conn.execute(
+            "INSERT INTO notifications (dedup_key, owner_id, liker_id, media_id, body, task_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            (key, owner_id, liker_id, media_id, f"user {liker_id} liked your photo {media_id}",
+             task_id)).fetchone()
+        conn.execute("INSERT INTO notify_attempts (dedup_key, task_id, attempt, outcome) "
+                     "VALUES (%s, %s, %s, %s)",
+                     (key, task_id, attempt, "sent" if inserted else "duplicate"))
+    return inserted is not None
+
+
+class _DbTask(Task):
+    """A task with one lazily opened autocommit connection per worker process."""
+
+    _conn: psycopg.Connection | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.app.conf.labkit_dsn, autocommit=True,
+                                         connect_timeout=5)
+        return self._conn
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """The task gave up (retries spent, or a malformed payload): record it."""
+        retries = getattr(self.request, "retries", 0) or 0
+        self.conn.execute(
+            "INSERT INTO task_failures (task_id, task_name, reason, payload, attempts) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (task_id, self.name, f"{type(exc).__name__}: {exc}",
+             repr({"args": args, "kwargs": kwargs})[:2000], retries + 1))
+
+
+class DeadLetteringConsumer(Consumer):
+    """Celery's consumer, but a message that is not a task is recorded and dead-lettered.
+
+    Celery acknowledges (drops) a message it cannot decode, and rejects one that decodes but is
+    no task; here both end up in ``task_failures`` and, rejected without requeue, in
+    ``<queue>.dead``. It also wakes its event loop often, so a SIGTERM stops the worker at once.
+    """
+
+    def register_with_event_loop(self, hub) -> None:
+        super().register_with_event_loop(hub)
+        # The event loop sleeps up to 10 s in poll() when idle, and a SIGTERM only takes effect
+        # once it wakes; a tick every 0.25 s makes `stop()` take a fraction of a second.
+        hub.call_repeatedly(0.25, lambda: None)
+
+    def _record(self, reason: str, body: Any) -> None:
+        try:
+            with psycopg.connect(self.app.conf.labkit_dsn, autocommit=True,
+                                 connect_timeout=5) as conn:
+                conn.execute("INSERT INTO task_failures (reason, payload, attempts) "
+                             "VALUES (%s, %s, 0)", (reason, repr(body)[:2000]))
+        except psycopg.Error:
+            logger.exception("could not record a rejected message")
+
+    def on_decode_error(self, message, exc) -> None:
+        logger.error("rejecting an undecodable message into the dead-letter queue: %s", exc)
+        self._record(f"undecodable message: {exc}", message.body)
+        message.reject_log_error(logger, self.connection_errors)
+
+    def on_unknown_message(self, body, message) -> None:
+        self._record("not a Celery task", body)
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body, message, exc) -> None:
+        self._record(f"unknown task: {exc}", body)
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body, message, exc) -> None:
+        self._record(f"invalid task: {exc}", body)
+        super().on_invalid_task(body, message, exc)
+
+
+def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_retries: int = 5,
+             backoff_s: float = 0.5, send_ms: float = 0.0, prefetch: int = 4) -> Celery:
+    """A Celery app on ``broker_url`` whose ``notify_like`` stores notifications via ``dsn``.
+
+    Each test or notebook passes its own ``queue`` so that no two see each other's messages.
+    ``send_ms`` simulates the push service's latency.
+
+    >>> app = make_app(lab.broker_url, lab.leader.dsn("app"), queue="notify-test")  # doctest: +SKIP
+    >>> app.tasks["notify_like"].delay(liker_id=1, media_id=2, owner_id=3)         # doctest: +SKIP
+    """
+    app = Celery(f"labkit-{queue}", broker=broker_url, set_as_current=False)
+    dead = f"{queue}.dead"
+    app.conf.update(
+        labkit_dsn=dsn, labkit_queue=queue, labkit_send_ms=send_ms, labkit_backoff_s=backoff_s,
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_ignore_result=True, result_backend=None,
+        task_acks_late=True, task_reject_on_worker_lost=True,
+        task_queues=[Queue(queue, Exchange(queue, type="direct", durable=True), routing_key=queue,
+                           durable=True,
+                           # Messages the consumer rejects (not a task, unknown task) go here.
+                           queue_arguments={"x-dead-letter-exchange": "",
+                                            "x-dead-letter-routing-key": dead})],
+        task_default_queue=queue, task_default_exchange=queue, task_default_routing_key=queue,
+        task_default_delivery_mode="persistent",
+        # Wait for RabbitMQ to confirm each publish: a task "sent" is a task on disk.
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        worker_prefetch_multiplier=prefetch,
+        worker_consumer="labkit.backend.tasks:DeadLetteringConsumer",
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+
+    # shared=False: Celery would otherwise register this app's task in every app made later.
+    @app.task(name="notify_like", bind=True, base=_DbTask, max_retries=max_retries,
+              acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
+    def notify_like(self, liker_id=None, media_id=None, owner_id=None, **unexpected):
+        """Notify ``owner_id`` that ``liker_id`` liked ``media_id`` (at most once per like)."""
+        if unexpected:
+            raise MalformedPayload(f"unexpected field(s) {sorted(unexpected)}")
+        liker_id, media_id, owner_id = validate(liker_id, media_id, owner_id)
+        try:
+            send_notification(self.conn, liker_id, media_id, owner_id, task_id=self.request.id,
+                              attempt=self.request.retries + 1,
+                              send_ms=self.app.conf.labkit_send_ms)
+        except (NotifierError, psycopg.OperationalError) as exc:
+            # A lost database connection is as transient as a push-service error; the next
+            # attempt reconnects (the ``conn`` property replaces a broken connection).
+            if self.request.retries >= self.max_retries:
+                raise  # gives up: on_failure records it
+            backoff_s = self.app.conf.labkit_backoff_s
+            raise self.retry(exc=exc, countdown=backoff_s * 2 ** self.request.retries)
+
+    return app
+
+
+def declare_queues(app: Celery) -> None:
+    """Declare the task queue and its dead-letter queue on the broker (idempotent)."""
+    queue = app.conf.labkit_queue
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        Queue(f"{queue}.dead", durable=True)(channel).declare()
+        app.conf.task_queues[0](channel).declare()
+
+
+def queue_depth(app: Celery, queue: str | None = None) -> int:
+    """Messages ready in ``queue`` (default: the app's task queue), by a passive declare."""
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue or app.conf.labkit_queue,
+                                                  passive=True).message_count
+
+
+def enqueue_likes(app: Celery, liker_ids: Any, media_id: int, owner_id: int) -> int:
+    """Queue one ``notify_like`` per liker over a single producer (fast for spikes)."""
+    notify_like = app.tasks["notify_like"]
+    n = 0
+    with app.producer_or_acquire() as producer:
+        for liker_id in liker_ids:
+            notify_like.apply_async(kwargs=dict(liker_id=liker_id, media_id=media_id,
+                                                owner_id=owner_id), producer=producer)
+            n += 1
+    return n
+
+
+def wait_for_notifications(conn: psycopg.Connection, count: int, timeout_s: float = 60.0) -> int:
+    """Wait until ``notifications`` holds at least ``count`` rows; return how many it holds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        (have,) = conn.execute("SELECT count(*) FROM notifications").fetchone()
+        if have >= count:
+            return have
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{have} of {count} notifications after {timeout_s} s; are the "
+                               "workers running? (see worker-*.log in their workdir)")
+        time.sleep(0.05)

@@ -1,0 +1,183 @@
+"""CeleryWorkers: N ``celery worker`` processes for one queue, started and stopped by labkit.
+
+Introduced in notebooks/08_async_tasks.ipynb.
+
+Each worker is a process of its own (``--pool=solo``: it runs one task at a time, so killing
+the process kills exactly the task in hand), spawned like the lab's servers (own session, cwd
+under the lab directory) so that ``labkit down`` sweeps them too. They run as the current user:
+the interpreter may live where the unprivileged server account cannot reach. The app's
+settings reach the worker in a JSON file (mode 0600: it holds the broker password), whose path
+is the worker's one argument.
+
+>>> workers = CeleryWorkers(lab.config.lab_dir / "celery-notify", broker_url=lab.broker_url,
+...                         dsn=lab.leader.dsn("app"), queue="notify", workers=2)  # doctest: +SKIP
+>>> with workers:                                                                   # doctest: +SKIP
+...     workers.app.tasks["notify_like"].delay(liker_id=1, media_id=2, owner_id=3)
+...     workers.queue_depth()
+0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from labkit._proc import spawn
+from labkit.backend.tasks import declare_queues, make_app, queue_depth
+from labkit.services.base import NativeService
+
+
+class CeleryWorkers(NativeService):
+    """``workers`` Celery worker processes consuming ``queue``; ready when each answers a ping.
+
+    >>> w = CeleryWorkers(Path("/tmp/lab/celery"), broker_url=url, dsn=dsn)  # doctest: +SKIP
+    >>> w.start().queue_depth()                                             # doctest: +SKIP
+    0
+    """
+
+    kind = "celery"
+
+    def __init__(self, workdir: Path, *, broker_url: str, dsn: str, queue: str = "notifications",
+                 workers: int = 1, max_retries: int = 5, backoff_s: float = 0.5,
+                 send_ms: float = 0.0, prefetch: int = 4, python: str = sys.executable,
+                 host: str = "127.0.0.1", timeout_s: float = 60.0) -> None:
+        super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
+        if workers < 1:
+            raise ValueError(f"workers={workers}: start at least one worker")
+        self.settings = dict(broker_url=broker_url, dsn=dsn, queue=queue,
+                             max_retries=max_retries, backoff_s=backoff_s, send_ms=send_ms,
+                             prefetch=prefetch)
+        self.queue, self.workers, self.python = queue, workers, python
+        self.app = make_app(**self.settings)
+
+    @property
+    def name(self) -> str:
+        return f"celery-{self.queue}"
+
+    @property
+    def address(self) -> str:
+        return f"queue {self.queue}"
+
+    @property
+    def nodenames(self) -> list[str]:
+        return [f"{self.queue}-{i}@labkit" for i in range(len(self.procs) or self.workers)]
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "worker.json"
+
+    def _prepare(self) -> None:
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.settings, f)
+        declare_queues(self.app)
+
+    def _launch(self) -> None:
+        for i in range(self.workers):
+            self.procs.append(self._spawn(i))
+
+    def _spawn(self, i: int):
+        return spawn(f"celery-{self.queue}-{i}",
+                     [self.python, "-m", "labkit.backend.workers", str(self.config_path),
+                      f"--hostname={self.queue}-{i}@labkit"],
+                     cwd=self.workdir, log_path=self.workdir / f"worker-{i}.log", user=None)
+
+    def ready(self) -> bool:
+        """Every worker answers a ping sent through the broker."""
+        wanted = set(self.nodenames)
+        replies = self.app.control.ping(destination=sorted(wanted), timeout=1.0,
+                                        limit=len(wanted))
+        return wanted <= {name for reply in replies for name in reply}
+
+    def version(self) -> str:
+        import celery
+        return f"celery {celery.__version__}"
+
+    def kill(self, index: int = 0, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` (SIGKILL: no goodbye, no ack) to worker ``index``; return its pid."""
+        proc = self.procs[index]
+        os.kill(proc.pid, sig)
+        return proc.pid
+
+    def alive(self) -> list[bool]:
+        return [p.alive() for p in self.procs]
+
+    def queue_depth(self, queue: str | None = None) -> int:
+        """Messages waiting in the task queue (or ``queue``), not counting those in hand."""
+        return queue_depth(self.app, queue)
+
+    def dead_letters(self) -> int:
+        """Messages the workers rejected into ``<queue>.dead``."""
+        return queue_depth(self.app, f"{self.queue}.dead")
+
+    def delete_queues(self) -> None:
+        """Delete the task queue and its dead-letter queue from the broker (after ``stop``)."""
+        with self.app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(self.queue)
+            conn.default_channel.queue_delete(f"{self.queue}.dead")
+
+    def _state(self) -> dict[str, Any]:
+        return {"queue": self.queue, "workers": self.workers}
+
+
+class DepthSampler:
+    """Samples a queue's depth every ``interval_s`` in a background thread (a context manager).
+
+    >>> with DepthSampler(workers.app, interval_s=0.1) as depth:   # doctest: +SKIP
+    ...     enqueue_likes(workers.app, range(1, 10_001), media_id=1, owner_id=2)
+    >>> depth.samples[:2]                                          # doctest: +SKIP
+    [(0.0, 0), (0.1, 312)]
+    """
+
+    def __init__(self, app: Any, queue: str | None = None, interval_s: float = 0.1) -> None:
+        self.app, self.queue, self.interval_s = app, queue or app.conf.labkit_queue, interval_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        t0 = time.monotonic()
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            while not self._stop.is_set():
+                depth = channel.queue_declare(self.queue, passive=True).message_count
+                self.samples.append((time.monotonic() - t0, depth))
+                self._stop.wait(self.interval_s)
+
+    def wait_empty(self, timeout_s: float = 60.0) -> float:
+        """Block until a sample shows an empty queue; return the time of that sample (s)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.samples and self.samples[-1][1] == 0:
+                return self.samples[-1][0]
+            time.sleep(self.interval_s)
+        raise TimeoutError(f"queue {self.queue} not empty after {timeout_s} s")
+
+    def __enter__(self) -> "DepthSampler":
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of one worker process: ``python -m labkit.backend.workers CONFIG [args]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        raise SystemExit("usage: python -m labkit.backend.workers CONFIG.json [celery args]")
+    settings = json.loads(Path(argv[0]).read_text())
+    app = make_app(**settings)
+    app.worker_main(["worker", "--pool=solo", "--loglevel=INFO", "-Q", settings["queue"],
+                     "--without-gossip", "--without-mingle", "--without-heartbeat", *argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
