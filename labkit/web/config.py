@@ -1,0 +1,90 @@
+"""WebConfig: everything the Django project needs, passed in explicitly (never the environment).
+
+Introduced in notebooks/02_web_tier.ipynb.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The time budget the Instagram articles cite for a request.
+DEFAULT_TIME_BUDGET_S = 12.0
+
+
+def dsn_dict(server: Any, dbname: str) -> dict[str, Any]:
+    """Connection settings of a ``PostgresServer`` for one database, as plain values."""
+    return {"host": server.host, "port": int(server.port), "user": "postgres",
+            "password": server.password, "dbname": dbname}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Databases and limits of the web tier.
+
+    ``leader`` takes the writes (likes); ``follower``, when given, the reads (like counts,
+    media, profiles). Each is a dict with host, port, user, password and dbname.
+    ``time_budget_s`` bounds every request: past it the request is cut off with a 504.
+    ``allow_injected_delay`` lets ``?dependency_ms=`` simulate a slow dependency (for demos).
+    ``token_cache_ttl_s``: each worker remembers a verified token that long (0 turns it off),
+    so a request pays one database round trip for its data, not a second one for its token;
+    a revoked token can keep working in a worker for up to that long.
+    """
+
+    leader: dict[str, Any]
+    follower: dict[str, Any] | None = None
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    allow_injected_delay: bool = True
+    token_cache_ttl_s: float = 30.0
+    secret_key: str = field(default="labkit-web-not-secret", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s={self.time_budget_s}: give a positive number of "
+                             f"seconds (the articles use {DEFAULT_TIME_BUDGET_S})")
+
+    @classmethod
+    def from_lab(cls, lab: Any, dbname: str, **kwargs: Any) -> "WebConfig":
+        """The lab's leader for writes and its first follower (if any) for reads."""
+        follower = dsn_dict(lab.follower, dbname) if lab.followers else None
+        return cls(leader=dsn_dict(lab.leader, dbname), follower=follower, **kwargs)
+
+    def replace(self, **changes: Any) -> "WebConfig":
+        return WebConfig(**{**asdict(self), **changes})
+
+    def write(self, path: Path) -> Path:
+        """Save as JSON readable by its owner only (it holds the database password)."""
+        import os
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> "WebConfig":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def configure(config: WebConfig) -> None:
+    """Set Django up in this process with ``config`` (again with a new config if called twice)."""
+    import django
+    from django.conf import settings
+
+    from labkit.web.settings import build
+
+    values = build(config)
+    if not settings.configured:
+        settings.configure(**values)
+        django.setup()
+        return
+    # Reconfiguring (a second test module, another database): swap databases and limits.
+    from django.db import connections
+    connections.close_all()
+    for key, value in values.items():
+        setattr(settings, key, value)
+    connections.__dict__.pop("settings", None)
+    from asgiref.local import Local
+    connections._connections = Local(connections.thread_critical)

@@ -1,0 +1,96 @@
+"""WebServer: the Django project under gunicorn, on 127.0.0.1 and a free port, as a lab process.
+
+Introduced in notebooks/02_web_tier.ipynb.
+"""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from pathlib import Path
+from typing import Any
+
+from labkit._proc import PortAllocator, spawn
+from labkit.services.base import NativeService
+from labkit.web.config import WebConfig
+
+
+class WebServer(NativeService):
+    """gunicorn serving ``labkit.web`` with ``workers`` sync worker processes.
+
+    Runs as the current user (the interpreter may live where the lab's server account cannot
+    go), in ``workdir`` under the lab directory, so ``labkit down`` sweeps it too.
+
+    >>> cfg = WebConfig.from_lab(lab, dbname="instagram")                   # doctest: +SKIP
+    >>> with WebServer(lab.config.lab_dir / "web", cfg, workers=2) as web:  # doctest: +SKIP
+    ...     web.get("/api/constant")
+    (200, b'{"ok": true}')
+    """
+
+    kind = "web"
+
+    def __init__(self, workdir: Path, config: WebConfig, *, host: str = "127.0.0.1",
+                 port: int = 0, workers: int = 4, timeout_s: float = 60.0) -> None:
+        super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
+        self.config, self.port, self.workers = config, port, workers
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _prepare(self) -> None:
+        if not self.port:
+            self.port = PortAllocator(self.host).take()
+        self.config.write(self.workdir / "web.json")
+
+    def _launch(self) -> None:
+        config_path = str((self.workdir / "web.json").resolve())
+        # gunicorn's own kill switch sits behind the request budget, for code that ignores it.
+        hard_timeout_s = int(self.config.time_budget_s + 10)
+        cmd = [sys.executable, "-m", "gunicorn", "--bind", self.address,
+               "--workers", str(self.workers), "--worker-class", "sync",
+               "--timeout", str(hard_timeout_s), "--graceful-timeout", "5",
+               "--backlog", "512", "--log-level", "warning",
+               *_no_control_socket(), f"labkit.web.wsgi:create_app({config_path!r})"]
+        self.procs.append(spawn("gunicorn", cmd, cwd=self.workdir, log_path=self.log_path,
+                                user=None))
+
+    def ready(self) -> bool:
+        status, _ = self.get("/healthz", timeout_s=2.0)
+        return status == 200
+
+    def version(self) -> str:
+        import django
+        import gunicorn
+        return f"gunicorn {gunicorn.__version__}, Django {django.get_version()}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            timeout_s: float = 30.0) -> tuple[int, bytes]:
+        """One HTTP GET on loopback: (status, body)."""
+        return self.request("GET", path, headers=headers, timeout_s=timeout_s)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                timeout_s: float = 30.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        try:
+            conn.request(method, path, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def _state(self) -> dict[str, Any]:
+        return {"port": self.port}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.port = state["port"]
+
+
+def _no_control_socket() -> list[str]:
+    # gunicorn >= 25 opens a control socket at one fixed path per user; two servers would clash.
+    from gunicorn.config import KNOWN_SETTINGS
+    return ["--no-control-socket"] if any(
+        s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []

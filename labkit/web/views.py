@@ -1,0 +1,155 @@
+"""The API: like/unlike a media item, get a media item with its like count, get a profile.
+
+Every answer is JSON. Errors a client can cause are 4xx with a message (unknown or malformed
+ID, missing or wrong token, wrong method), never a 500. Writes go to the leader and reads to
+the follower, as the router says; all data access is ``labkit.backend``.
+
+Introduced in notebooks/02_web_tier.ipynb.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+from django.conf import settings
+from django.db import router
+from django.http import HttpRequest, JsonResponse
+
+from labkit.backend import likes, schema
+from labkit.web.middleware import budget_connection
+from labkit.web.models import MediaLikes
+
+TOKEN_HELP = "send the header 'Authorization: Token <user_id>.<secret>'"
+
+
+def _error(status: int, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def api(*methods: str, auth: bool = True) -> Callable:
+    """Wrap a view: check the method, authenticate, and map lookup errors to 4xx JSON."""
+
+    def wrap(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def handler(request: HttpRequest, **kwargs: Any) -> JsonResponse:
+            if request.method not in methods:
+                response = _error(405, f"method {request.method} not allowed here; use "
+                                       f"{' or '.join(methods)}", allowed=list(methods))
+                response["Allow"] = ", ".join(methods)
+                return response
+            if auth:
+                request.user_id = _authenticate(request)
+                if isinstance(request.user_id, JsonResponse):
+                    return request.user_id
+            try:
+                return view(request, **kwargs)
+            except schema.MalformedId as e:
+                return _error(400, str(e))
+            except schema.NotFound as e:
+                return _error(404, str(e))
+            except ValueError as e:
+                return _error(400, str(e))
+        return handler
+
+    return wrap
+
+
+# token -> (user_id, monotonic expiry); per worker process, bounded.
+_verified_tokens: dict[str, tuple[int, float]] = {}
+_TOKEN_CACHE_MAX = 10_000
+
+
+def _authenticate(request: HttpRequest) -> int | JsonResponse:
+    header = request.headers.get("Authorization", "")
+    kind, _, token = header.partition(" ")
+    if not header:
+        return _error(401, f"missing token: {TOKEN_HELP}")
+    if kind not in ("Token", "Bearer") or not token.strip():
+        return _error(401, f"malformed Authorization header, no token in it: {TOKEN_HELP}")
+    token = token.strip()
+    ttl_s = float(settings.LABKIT_TOKEN_CACHE_TTL_S)
+    hit = _verified_tokens.get(token)
+    now = time.monotonic()
+    if hit and hit[1] > now:
+        return hit[0]
+    user_id = _check_token(request, token)
+    if isinstance(user_id, int) and ttl_s > 0:
+        if len(_verified_tokens) >= _TOKEN_CACHE_MAX:
+            _verified_tokens.clear()
+        _verified_tokens[token] = (user_id, now + ttl_s)
+    return user_id
+
+
+def _check_token(request: HttpRequest, token: str) -> int | JsonResponse:
+    read = router.db_for_read(MediaLikes)
+    user_id = schema.user_for_token(budget_connection(request, read), token)
+    if user_id is None and read != "default":
+        # A brand-new account may not have reached the follower yet: ask the leader.
+        user_id = schema.user_for_token(budget_connection(request, "default"), token)
+    if user_id is None:
+        return _error(401, "invalid token: no user has this token; create one with "
+                           "labkit.backend.schema.create_user")
+    return user_id
+
+
+@api("GET", auth=False)
+def constant(request: HttpRequest) -> JsonResponse:
+    """A constant answer: the cost of Django + gunicorn alone, to compare endpoints with."""
+    return JsonResponse({"ok": True})
+
+
+@api("GET", auth=False)
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+@api("POST", "DELETE")
+def like(request: HttpRequest, media_id: str) -> JsonResponse:
+    """POST likes the media item, DELETE takes the like back; both idempotent."""
+    mid = schema.parse_id(media_id)
+    conn = budget_connection(request, router.db_for_write(MediaLikes))
+    if request.method == "POST":
+        changed = likes.like(conn, request.user_id, mid)
+    else:
+        changed = likes.unlike(conn, request.user_id, mid)
+    return JsonResponse({"media_id": mid, "user_id": request.user_id,
+                         "liked": request.method == "POST", "changed": changed})
+
+
+@api("GET")
+def media(request: HttpRequest, media_id: str) -> JsonResponse:
+    """A media item with its like count (from the counter row, on the follower).
+
+    ``?dependency_ms=N`` simulates a slow dependency inside the request (when allowed).
+    """
+    mid = schema.parse_id(media_id)
+    conn = budget_connection(request, router.db_for_read(MediaLikes))
+    delay = request.GET.get("dependency_ms")
+    if delay is not None:
+        if not settings.LABKIT_ALLOW_INJECTED_DELAY:
+            return _error(400, "dependency_ms is disabled on this server "
+                               "(WebConfig(allow_injected_delay=True) turns it on)")
+        try:
+            delay_ms = float(delay)
+        except ValueError:
+            return _error(400, f"dependency_ms={delay[:20]!r}: give milliseconds, e.g. 250")
+        conn.execute("SELECT pg_sleep(%s)", (max(0.0, delay_ms) / 1000,))
+    return JsonResponse(schema.get_media(conn, mid))
+
+
+@api("GET")
+def profile(request: HttpRequest, user_id: str) -> JsonResponse:
+    """A user's profile (read on the follower)."""
+    uid = schema.parse_id(user_id)
+    return JsonResponse(schema.get_profile(
+        budget_connection(request, router.db_for_read(MediaLikes)), uid))
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(404, f"no endpoint at {request.path}; see labkit/web/urls.py for the API")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _error(500, "internal error; the server log says why")
