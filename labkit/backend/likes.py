@@ -88,6 +88,15 @@ def count_star(conn: psycopg.Connection, media_id: int) -> int:
     return conn.execute(q, (media_id,)).fetchone()[0]
 
 
+def owner_of(conn: psycopg.Connection, media_id: int) -> int:
+    """The user who posted ``media_id`` (whom a like notifies)."""
+    q = sql.SQL("SELECT user_id FROM {s}.media WHERE id = %s").format(s=schema_of(media_id))
+    row = conn.execute(q, (media_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no media item {media_id}")
+    return row[0]
+
+
 def liked(conn: psycopg.Connection, user_id: int, media_id: int) -> bool:
     """Whether ``user_id`` likes ``media_id`` now."""
     q = sql.SQL("SELECT 1 FROM {s}.user_likes_media WHERE media_id = %s AND user_id = %s")

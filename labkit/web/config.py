@@ -31,6 +31,9 @@ class WebConfig:
     ``token_cache_ttl_s``: each worker remembers a verified token that long (0 turns it off),
     so a request pays one database round trip for its data, not a second one for its token;
     a revoked token can keep working in a worker for up to that long.
+    ``broker_url``, when given, makes a new like enqueue ``notify_like`` on ``notify_queue``
+    (labkit.backend.tasks) after its commit, instead of notifying inline; the database needs
+    ``tasks.install`` and a worker (``CeleryWorkers``) consuming that queue.
     """
 
     leader: dict[str, Any]
@@ -38,6 +41,8 @@ class WebConfig:
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     allow_injected_delay: bool = True
     token_cache_ttl_s: float = 30.0
+    broker_url: str | None = field(default=None, repr=False)
+    notify_queue: str = "notifications"
     secret_key: str = field(default="labkit-web-not-secret", repr=False)
 
     def __post_init__(self) -> None:
@@ -46,10 +51,20 @@ class WebConfig:
                              f"seconds (the articles use {DEFAULT_TIME_BUDGET_S})")
 
     @classmethod
-    def from_lab(cls, lab: Any, dbname: str, **kwargs: Any) -> "WebConfig":
-        """The lab's leader for writes and its first follower (if any) for reads."""
+    def from_lab(cls, lab: Any, dbname: str, *, notify: bool = False,
+                 **kwargs: Any) -> "WebConfig":
+        """The lab's leader for writes and its first follower (if any) for reads.
+
+        ``notify=True`` sends like notifications through the lab's RabbitMQ.
+        """
         follower = dsn_dict(lab.follower, dbname) if lab.followers else None
+        if notify:
+            kwargs.setdefault("broker_url", lab.broker_url)
         return cls(leader=dsn_dict(lab.leader, dbname), follower=follower, **kwargs)
+
+    def leader_dsn(self) -> str:
+        """The leader as a libpq connection string (for the notification tasks)."""
+        return " ".join(f"{k}={v}" for k, v in self.leader.items())
 
     def replace(self, **changes: Any) -> "WebConfig":
         return WebConfig(**{**asdict(self), **changes})
@@ -85,6 +100,8 @@ def configure(config: WebConfig) -> None:
     connections.close_all()
     for key, value in values.items():
         setattr(settings, key, value)
+    # The handler keeps the DATABASES it first read in _settings; forget both copies.
+    connections._settings = None
     connections.__dict__.pop("settings", None)
     from asgiref.local import Local
     connections._connections = Local(connections.thread_critical)

@@ -47,4 +47,7 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_TIME_BUDGET_S": config.time_budget_s,
         "LABKIT_ALLOW_INJECTED_DELAY": config.allow_injected_delay,
         "LABKIT_TOKEN_CACHE_TTL_S": config.token_cache_ttl_s,
+        "LABKIT_BROKER_URL": config.broker_url,
+        "LABKIT_NOTIFY_QUEUE": config.notify_queue,
+        "LABKIT_LEADER_DSN": config.leader_dsn(),
     }

@@ -114,8 +114,27 @@ def like(request: HttpRequest, media_id: str) -> JsonResponse:
         changed = likes.like(conn, request.user_id, mid)
     else:
         changed = likes.unlike(conn, request.user_id, mid)
-    return JsonResponse({"media_id": mid, "user_id": request.user_id,
-                         "liked": request.method == "POST", "changed": changed})
+    body = {"media_id": mid, "user_id": request.user_id, "liked": request.method == "POST",
+            "changed": changed}
+    if changed and request.method == "POST" and settings.LABKIT_BROKER_URL:
+        # After the commit: the owner's notification goes to the queue, not into this request.
+        owner_id = likes.owner_of(conn, mid)
+        _notifier().tasks["notify_like"].delay(liker_id=request.user_id, media_id=mid,
+                                               owner_id=owner_id)
+        body["notification"] = "queued"
+    return JsonResponse(body)
+
+
+@functools.lru_cache(maxsize=None)
+def _notifier_for(broker_url: str, dsn: str, queue: str) -> Any:
+    from labkit.backend import tasks
+    return tasks.make_app(broker_url, dsn, queue=queue)
+
+
+def _notifier() -> Any:
+    """This process's Celery app for the configured broker (made once, reused per request)."""
+    return _notifier_for(settings.LABKIT_BROKER_URL, settings.LABKIT_LEADER_DSN,
+                         settings.LABKIT_NOTIFY_QUEUE)
 
 
 @api("GET")
