@@ -14,7 +14,6 @@ RSS is sampled every 0.2 s from start through a short write load (1000 rows at O
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from labkit._proc import service_account
+from labkit.config import LabConfig
 from labkit.services.cassandra import Cassandra, resolve_jars
 
 
@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--no-quick-start", action="store_true", help="full C2 JIT (no -XX:TieredStopAtLevel=1)")
     ap.add_argument(
         "--cache-dir", type=Path,
-        default=Path(os.environ.get("LABKIT_CACHE_DIR", Path.home() / ".cache" / "labkit")),
+        default=LabConfig.load().cache_dir, help="where the jars are (default: the lab's)",
     )
     args = ap.parse_args()
 
