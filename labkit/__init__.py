@@ -11,10 +11,12 @@ from typing import Any
 
 from labkit._proc import ServiceError
 from labkit.config import ConfigError, LabConfig
+from labkit.grading.student import check
 from labkit.lab import Lab
 from labkit.services.postgres import Lag
 
-__all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach"]
+__all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach",
+           "check"]
 __version__ = "0.1.0"
 
 

@@ -6,6 +6,8 @@
     labkit down [--purge]
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
+    labkit exercises build [--check]
+    labkit grade PATH... [--out DIR]
 """
 
 from __future__ import annotations
@@ -174,6 +176,58 @@ def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     h.set_defaults(func=cmd_experiment_herd)
 
 
+# --------------------------------------------------------------------- exercises and grading
+# `labkit exercises build [--check]` and `labkit grade PATH... [--out DIR]`: the work is done
+# in labkit.grading (format, generator, autograder).
+
+def cmd_exercises_build(args: argparse.Namespace) -> int:
+    from labkit.grading import build_exercises
+    changed = build_exercises(args.solutions, args.exercises, check=args.check)
+    if args.check:
+        if changed:
+            print("out of date with solutions/: " + ", ".join(str(p) for p in changed)
+                  + "\nrun `labkit exercises build` and commit the result")
+            return 1
+        print(f"{args.exercises} is up to date with {args.solutions}")
+        return 0
+    print(f"wrote {len(changed)} exercise(s)" + "".join(f"\n  {p}" for p in changed))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from labkit.grading.grader import Limits, grade
+    limits = Limits(cell_timeout_s=args.cell_timeout_s, submission_timeout_s=args.timeout_s,
+                    cpu_s=args.cpu_s, memory_mb=args.memory_mb)
+    lab = Lab.up(_config(args))
+    results = grade(args.paths, lab, args.out, solutions_dir=args.solutions, limits=limits,
+                    jobs=args.jobs)
+    for r in results:
+        note = f"  ({'; '.join(r['errors'])})" if r["errors"] else ""
+        print(f"{r['score']:>5g} / {r['max_score']:<5g} {r['submission']}{note}")
+    print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out}/*.md")
+    return 0
+
+
+def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("exercises", help="student copies of the solution notebooks")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="generate exercises/ from solutions/")
+    b.add_argument("--check", action="store_true", help="write nothing; exit 1 if out of date")
+    b.add_argument("--solutions", type=Path, default=REPO / "solutions")
+    b.add_argument("--exercises", type=Path, default=REPO / "exercises")
+    b.set_defaults(func=cmd_exercises_build)
+    g = sub.add_parser("grade", help="grade submitted notebooks against the lab's servers")
+    g.add_argument("paths", nargs="+", type=Path, help="notebooks, or folders of them")
+    g.add_argument("--out", type=Path, default=Path("grades"), help="reports and gradebook.csv")
+    g.add_argument("--solutions", type=Path, default=REPO / "solutions")
+    g.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
+    g.add_argument("--cell-timeout-s", type=float, default=30.0)
+    g.add_argument("--timeout-s", type=float, default=300.0, help="per submission")
+    g.add_argument("--cpu-s", type=int, default=120, help="CPU seconds per submission")
+    g.add_argument("--memory-mb", type=int, default=3072, help="address space per kernel")
+    g.set_defaults(func=cmd_grade)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
     _add_experiment_parsers(sub)
+    _add_grading_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
