@@ -46,7 +46,7 @@ else
       made_policy=1
     fi
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO -E apt-get install -y -q --no-install-recommends "${need[@]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
     [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
   fi
   PYTHON="${PYTHON:-python3}"
