@@ -39,15 +39,14 @@ else
     need_sudo
     # Keep the packages' own system services from starting: the lab runs its own servers on
     # free ports, so a system PostgreSQL/RabbitMQ/memcached would only take memory and ports.
-    made_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
       $SUDO chmod +x /usr/sbin/policy-rc.d
-      made_policy=1
+      # Removed however this script ends, so a failed install leaves no policy behind.
+      trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     $SUDO apt-get update -q
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-    [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
   fi
   PYTHON="${PYTHON:-python3}"
 fi
