@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     lab = lk.up()
-    if not lab.leader.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)):
-        lab.leader.execute(f"CREATE DATABASE {DB}")
+    lab.postgres.create_database(DB)
     with lab.leader.connect(DB) as conn:
         tasks.install(conn)
     print(f"notify_like throughput, {args.tasks} tasks per run, {args.runs} runs "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -62,12 +61,6 @@ def fresh_lab_dir():
 def pg_db(lab):
     """A database of its own for one test (the janitor pattern), dropped afterwards."""
     import uuid
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    lab.leader.execute(f"CREATE DATABASE {name}")
-    deadline = time.monotonic() + 10  # the followers replay the CREATE a moment later
-    while time.monotonic() < deadline and not all(
-            f.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            for f in lab.followers):
-        time.sleep(0.02)
+    name = lab.postgres.create_database(f"t_{uuid.uuid4().hex[:10]}")
     yield name
-    lab.leader.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    lab.postgres.drop_database(name)

@@ -11,22 +11,10 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
-
-
-def wait_replicated(lab: Any, dbname: str, timeout_s: float = 10.0) -> None:
-    """Wait until every follower has replayed the CREATE DATABASE of ``dbname``."""
-    deadline = time.monotonic() + timeout_s
-    while not all(f.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-                  for f in lab.followers):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"followers did not replay CREATE DATABASE {dbname} within "
-                               f"{timeout_s:.0f} s; check `labkit status` for lag")
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -63,9 +51,8 @@ def create(lab: Any, tag: str = "g") -> Namespace:
     # token_urlsafe never contains a quote, so the literal needs no escaping.
     lab.leader.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
                        f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20 PASSWORD '{password}'")
-    lab.leader.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+    lab.postgres.create_database(name, owner=name)
     lab.leader.execute(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
-    wait_replicated(lab, name)
     follower = lab.followers[0] if lab.followers else lab.leader
     return Namespace(name, password, (lab.leader.host, lab.leader.port),
                      (follower.host, follower.port), tuple(tuple(s) for s in lab.cache_servers))
@@ -73,7 +60,7 @@ def create(lab: Any, tag: str = "g") -> Namespace:
 
 def drop(lab: Any, ns: Namespace) -> None:
     """Drop the namespace's database, role and cache keys (idempotent)."""
-    lab.leader.execute(f'DROP DATABASE IF EXISTS "{ns.name}" WITH (FORCE)')
+    lab.postgres.drop_database(ns.name)
     lab.leader.execute(f'DROP ROLE IF EXISTS "{ns.name}"')
     for server in ns.cache_servers:
         _delete_prefix(server, ns.prefix)

@@ -128,12 +128,8 @@ def workspace(name: str) -> Workspace:
         return Workspace(env["LABKIT_GRADE_DSN"], env["LABKIT_GRADE_FOLLOWER_DSN"], servers,
                          env["LABKIT_GRADE_CACHE_PREFIX"])
     import labkit as lk
-    from labkit.grading.namespace import wait_replicated
     lab = lk.up()
-    dbname = f"exercise_{name}".lower()
-    lab.leader.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    lab.leader.execute(f'CREATE DATABASE "{dbname}"')
-    wait_replicated(lab, dbname)
+    dbname = lab.postgres.create_database(f"exercise_{name}".lower(), replace=True)
     follower = lab.followers[0] if lab.followers else lab.leader
     return Workspace(lab.leader.dsn(dbname), follower.dsn(dbname),
                      tuple(tuple(s) for s in lab.cache_servers),

@@ -116,3 +116,19 @@ def test_configured_synchronous_commit_applies_at_start(fresh_lab_dir):
     assert lab.postgres.synchronous_commit() == "remote_apply"
     names = lab.leader.execute("SHOW synchronous_standby_names")[0][0]
     assert "follower1" in names
+
+
+def test_create_database_is_on_every_follower_when_it_returns(lab):
+    import uuid
+    name = lab.postgres.create_database(f"t_{uuid.uuid4().hex[:10]}")
+    try:
+        for server in lab.postgres.servers:  # no wait needed: create_database waited
+            assert server.execute("SELECT current_database()", dbname=name) == [(name,)]
+        lab.leader.execute("CREATE TABLE kept (x int)", dbname=name)
+        lab.postgres.create_database(name)                 # kept as it is
+        assert lab.leader.execute("SELECT to_regclass('kept') IS NOT NULL", dbname=name) == [(True,)]
+        lab.postgres.create_database(name, replace=True)   # dropped and made anew
+        assert lab.leader.execute("SELECT to_regclass('kept') IS NULL", dbname=name) == [(True,)]
+    finally:
+        lab.postgres.drop_database(name)
+    assert lab.leader.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)) == []
