@@ -12,7 +12,7 @@ from typing import Any
 from labkit._proc import ServiceError
 from labkit.config import ConfigError, LabConfig
 from labkit.grading.student import check
-from labkit.lab import Lab
+from labkit.lab import DownReport, Lab
 from labkit.services.postgres import Lag
 
 __all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach",
@@ -33,6 +33,7 @@ def attach(config: LabConfig | None = None, **overrides: Any) -> Lab:
     return Lab.attach(config or LabConfig.load(**overrides))
 
 
-def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any) -> None:
-    """Stop every server of the lab; ``purge=True`` deletes its data too."""
-    Lab(config or LabConfig.load(**overrides)).down(purge=purge)
+def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any) -> DownReport:
+    """Stop every server of the lab; ``purge=True`` deletes its data too (what the lab made)."""
+    return Lab(config or LabConfig.load(**overrides)).down(purge=purge)
+

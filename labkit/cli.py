@@ -19,10 +19,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from labkit._proc import ServiceError, package_for
-from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, LabConfig
+from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, ConfigWarning, LabConfig
 from labkit.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +77,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    swept = Lab(cfg).down(purge=args.purge)
-    print(f"lab {cfg.lab_dir} is down" + (" and its data deleted" if args.purge else ""))
-    if swept:
-        print(f"(also stopped {len(swept)} stray process(es): {', '.join(map(str, swept))})")
+    report = Lab(_config(args)).down(purge=args.purge)
+    print("\n".join(report.lines()))
     return 0
 
 
@@ -245,18 +243,31 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="health, version, address and lag of every server"
                    ).set_defaults(func=cmd_status)
     sub.add_parser("env", help="connection settings as export lines").set_defaults(func=cmd_env)
-    p = sub.add_parser("down", help="stop every server of the lab")
-    p.add_argument("--purge", action="store_true", help="also delete the lab's data")
+    p = sub.add_parser("down", help="stop every server and helper process of the lab")
+    p.add_argument("--purge", action="store_true",
+                   help="also delete the lab's data (only what the lab made in its directory)")
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
     _add_experiment_parsers(sub)
     _add_grading_parsers(sub)
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_config_warning
     try:
         return args.func(args)
     except (ServiceError, ConfigError) as e:
         print(f"labkit {args.command}: {e}", file=sys.stderr)
         return 2
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_config_warning(message, category, *args, **kwargs) -> None:
+    """A ConfigWarning reads as `labkit: warning: ...`, without a source line."""
+    if issubclass(category, ConfigWarning):
+        print(f"labkit: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, *args, **kwargs)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import labkit as lk
+from labkit import _labdir
 from labkit.config import LabConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +51,13 @@ def lab() -> lk.Lab:
 
 @pytest.fixture
 def fresh_lab_dir():
-    """A disposable lab directory; whatever runs there is stopped and deleted afterwards."""
+    """A disposable lab directory; whatever runs there is stopped and deleted afterwards.
+
+    Marked as a lab's from the start, so servers a test starts there by hand (without
+    `lk.up`) carry its marker too, and `down` finds them.
+    """
     path = _lab_dir("labkit-fresh-")
+    _labdir.mark(path)
     yield path
     lk.down(LabConfig.load(lab_dir=path), purge=True)
     shutil.rmtree(path, ignore_errors=True)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from labkit._labdir import record
 from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, wait_ready
 
 
@@ -68,6 +69,7 @@ class NativeService:
             return self
         self.stop()  # leftovers of an earlier, half-dead start
         t0 = time.monotonic()
+        record(self.workdir)  # inside a lab directory: the lab made it, `down --purge` deletes it
         self.workdir.mkdir(parents=True, exist_ok=True)
         check_reachable(self.workdir, self.user)
         own(self.workdir, self.user)
