@@ -16,7 +16,7 @@ from labkit.lab import DownReport, Lab
 from labkit.services.postgres import Lag
 
 __all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach",
-           "check"]
+           "reset", "check"]
 __version__ = "0.1.0"
 
 
@@ -37,3 +37,7 @@ def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any)
     """Stop every server of the lab; ``purge=True`` deletes its data too (what the lab made)."""
     return Lab(config or LabConfig.load(**overrides)).down(purge=purge)
 
+
+def reset(config: LabConfig | None = None, **overrides: Any) -> list[str]:
+    """Put the running lab back to its starting state (see ``Lab.reset``); what was done."""
+    return Lab.attach(config or LabConfig.load(**overrides)).reset()

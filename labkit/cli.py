@@ -1,8 +1,9 @@
-"""The `labkit` command: up, status, down, doctor, env, jupyter.
+"""The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
     labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--jupyter]
     labkit status
     labkit env
+    labkit reset [--yes]
     labkit down [--purge]
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
@@ -62,6 +63,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     rows = lab.health()
     print(f"lab {lab.config.lab_dir}\n{lab.status_table(rows)}")
+    notes = lab.warnings()
+    if notes:
+        print("\nnot as `labkit up` left it:\n" + "\n".join(f"  - {n}" for n in notes))
     return 0 if all(r["ok"] for r in rows) else 1
 
 
@@ -79,6 +83,34 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     report = Lab(_config(args)).down(purge=args.purge)
     print("\n".join(report.lines()))
+    return 0
+
+
+RESET_HELP = ("put the running lab back to its starting state: stop helper processes "
+              "(invalidation services, Celery workers, web servers started from notebooks), "
+              "follower delays to 0, synchronous_commit to the configured default, DROP every "
+              "database except postgres/template0/template1 and every logical replication "
+              "slot, DELETE every queue in the lab's RabbitMQ vhost, flush memcached. The "
+              "servers keep running; asks first (--yes when stdin is not a terminal)")
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    lab = Lab.attach(_config(args))
+    plan = lab.reset(dry_run=True)
+    if not plan:
+        print(f"lab {lab.config.lab_dir} is in its starting state: nothing to reset")
+        return 0
+    print(f"labkit reset of lab {lab.config.lab_dir} will:\n" + "\n".join(f"  - {p}" for p in plan))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("labkit reset: stdin is not a terminal, so nobody can confirm; run "
+                  "`labkit reset --yes` to go ahead. Nothing was changed.", file=sys.stderr)
+            return 2
+        if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing was changed")
+            return 1
+    done = lab.reset()
+    print("done:\n" + "\n".join(f"  - {d}" for d in done))
     return 0
 
 
@@ -243,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="health, version, address and lag of every server"
                    ).set_defaults(func=cmd_status)
     sub.add_parser("env", help="connection settings as export lines").set_defaults(func=cmd_env)
+    p = sub.add_parser("reset", help=RESET_HELP, description=RESET_HELP)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_reset)
     p = sub.add_parser("down", help="stop every server and helper process of the lab")
     p.add_argument("--purge", action="store_true",
                    help="also delete the lab's data (only what the lab made in its directory)")

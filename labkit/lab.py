@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
+
 from labkit import _labdir
-from labkit._proc import LAB_ID_ENV, PortAllocator, ServiceError, service_account, sweep, wait_ready
+from labkit._proc import (LAB_ID_ENV, PROCESS_ENV, PortAllocator, ServiceError,
+                          marked_processes, service_account, stop_all, sweep, wait_ready)
 from labkit.config import ALL_SERVICES, LabConfig
 from labkit.services.cassandra import Cassandra
 from labkit.services.memcached import Memcached
@@ -163,6 +166,118 @@ class Lab:
             if purge:
                 report.deleted, report.kept = _labdir.purge(self.config.lab_dir)
         return report
+
+    # ---------------------------------------------------------------------------- reset
+    def reset(self, *, dry_run: bool = False) -> list[str]:
+        """Put the running lab back to its starting state; return what was done, one line each.
+
+        Helper processes (invalidation services, Celery workers, web servers: whatever carries
+        the lab's marker and is no lab server) are stopped; followers replay without delay;
+        ``synchronous_commit`` goes back to the config's; logical replication slots and every
+        database but ``postgres``/``template0``/``template1`` are dropped; every queue in the
+        lab's RabbitMQ vhost is deleted; memcached is flushed. ``dry_run=True`` only lists it.
+        """
+        if dry_run:
+            return self._reset(dry_run=True)
+        with self._locked():  # not while an `up` or `down` of this lab runs
+            return self._reset(dry_run=False)
+
+    def _reset(self, dry_run: bool) -> list[str]:
+        down = [r["name"] for r in self.health() if not r["ok"]]
+        if down:
+            raise ServiceError(f"lab {self.config.lab_dir}: not answering: {', '.join(down)}; "
+                               "start what is down with `labkit up`, then reset")
+        done: list[str] = []
+        helpers = self.helper_processes()
+        if helpers:
+            done.append(f"stop helper processes: {_describe(helpers)}")
+            if not dry_run:
+                stop_all(helpers)
+        if self.postgres:
+            pg = self.postgres
+            for f in pg.followers:
+                if f.delay_ms():
+                    done.append(f"set {f.name}'s replay delay from {f.delay_ms()} ms to 0")
+                    if not dry_run:
+                        f.set_delay(0)
+            mode, default = pg.synchronous_commit(), self.config.synchronous_commit
+            if mode != default:
+                done.append(f"set synchronous_commit from {mode} back to {default}")
+                if not dry_run:
+                    pg.set_synchronous_commit(default)
+            slots = [s["name"] for s in pg.replication_slots() if s["type"] == "logical"]
+            if slots:
+                done.append(f"drop logical replication slots: {', '.join(slots)}")
+                if not dry_run:
+                    pg.drop_logical_slots()
+            dbs = pg.scratch_databases()
+            if dbs:
+                done.append(f"drop databases: {', '.join(dbs)}")
+                if not dry_run:
+                    for name in dbs:
+                        pg.drop_database(name)
+        if self.rabbitmq:
+            queues = self.rabbitmq.queues()
+            if queues:
+                done.append(f"delete RabbitMQ queues in vhost {self.rabbitmq.vhost}: "
+                            f"{', '.join(queues)}")
+                if not dry_run:
+                    self.rabbitmq.delete_queues(queues)
+        for m in self.memcached:
+            done.append(f"flush {m.name}")
+            if not dry_run:
+                m.flush()
+        return done
+
+    def helper_processes(self) -> list[psutil.Process]:
+        """Processes that carry the lab's marker but are none of its servers (or their children).
+
+        Invalidation services, Celery workers, gunicorn: what notebooks start with ``spawn``.
+        """
+        marker = _labdir.read_marker(self.config.lab_dir)
+        if marker is None:
+            return []
+        procs = [p for svc in self._services() for p in svc.procs]
+        names, pids = {p.name for p in procs}, {p.pid for p in procs}
+        out = []
+        for p in marked_processes(marker.lab_id):
+            try:
+                if p.pid not in pids and p.environ().get(PROCESS_ENV) not in names:
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def warnings(self) -> list[str]:
+        """What is not as `up` left it (for `labkit status`): each with what puts it back."""
+        out: list[str] = []
+        if self.postgres:
+            pg = self.postgres
+            with contextlib.suppress(Exception):  # a server that is down shows in health()
+                for f in pg.followers:
+                    if f.delay_ms():
+                        out.append(f"{f.name} applies every commit {f.delay_ms()} ms late "
+                                   "(recovery_min_apply_delay); `labkit reset`, or "
+                                   "set_delay(0), puts it back to 0")
+            with contextlib.suppress(Exception):
+                mode = pg.synchronous_commit()
+                if mode != self.config.synchronous_commit:
+                    out.append(f"synchronous_commit is {mode}, not the lab's "
+                               f"{self.config.synchronous_commit}; `labkit reset` puts it back")
+            with contextlib.suppress(Exception):
+                for s in pg.replication_slots():
+                    if not s["active"] and s["held_bytes"]:
+                        out.append(f"replication slot {s['name']} ({s['type']}"
+                                   + (f", database {s['database']}" if s["database"] else "")
+                                   + f") is inactive and holds {_size(s['held_bytes'])} of WAL "
+                                   "on the leader; "
+                                   + ("`labkit reset` drops it" if s["type"] == "logical" else
+                                      "start its follower with `labkit up`"))
+        helpers = self.helper_processes()
+        if helpers:
+            out.append(f"helper processes still running: {_describe(helpers)}; "
+                       "`labkit reset` stops them")
+        return out
 
     # ------------------------------------------------------------------------ accessors
     @property
@@ -427,7 +542,7 @@ class Lab:
 
     @contextlib.contextmanager
     def _locked(self, *, claim: bool = False) -> Iterator[None]:
-        """One `up` or `down` at a time per lab directory, across processes.
+        """One `up`, `down` or `reset` at a time per lab directory, across processes.
 
         With ``claim`` (at `up`), a new or empty directory becomes the lab's: it is created
         (mode 0755 as root) and marked. An existing directory's mode is never changed.
@@ -449,6 +564,26 @@ class Lab:
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically and durably, readable by its owner only (it holds passwords)."""
     _labdir.write_atomic(path, json.dumps(data, indent=2), mode=0o600)
+
+
+def _describe(procs: list[psutil.Process]) -> str:
+    """``name (pid 1, 2)`` per spawned name, for messages."""
+    by_name: dict[str, list[int]] = {}
+    for p in procs:
+        try:
+            name = p.environ().get(PROCESS_ENV) or p.name()
+        except psutil.Error:
+            name = "?"
+        by_name.setdefault(name, []).append(p.pid)
+    return ", ".join(f"{n} (pid {', '.join(map(str, pids))})" for n, pids in by_name.items())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 class _Progress:

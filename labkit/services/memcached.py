@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from labkit._proc import PortAllocator, spawn
+from labkit._proc import PortAllocator, ServiceError, spawn
 from labkit.services.base import NativeService
 
 
@@ -72,6 +72,12 @@ class Memcached(NativeService):
 
     def version(self) -> str:
         return memcached_command(self.host, self.port, b"version\r\n").decode().split()[1]
+
+    def flush(self) -> None:
+        """Invalidate every item (``flush_all``)."""
+        answer = memcached_command(self.host, self.port, b"flush_all\r\n")
+        if answer != b"OK":
+            raise ServiceError(f"{self.name}: flush_all answered {answer!r}")
 
     def _state(self) -> dict[str, Any]:
         return {"index": self.index, "port": self.port, "memory_mb": self.memory_mb}

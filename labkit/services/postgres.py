@@ -30,6 +30,7 @@ from labkit.services.base import NativeService, ServiceGroup
 
 CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "postgres"
 SUPERUSER = "postgres"
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,42 @@ class Postgres(ServiceGroup):
 
     def synchronous_commit(self) -> str:
         return self.leader.execute("SHOW synchronous_commit")[0][0]
+
+    # -- what `labkit reset` puts back, and `labkit status` warns about --------------------
+    def scratch_databases(self) -> list[str]:
+        """Every database on the leader but the system ones (``postgres``, ``template0/1``)."""
+        return [r[0] for r in self.leader.execute(
+            "SELECT datname FROM pg_database WHERE datname <> ALL(%s) ORDER BY datname",
+            (list(SYSTEM_DATABASES),))]
+
+    def replication_slots(self) -> list[dict[str, Any]]:
+        """The leader's replication slots: name, type, database, active, WAL held (bytes)."""
+        rows = self.leader.execute(
+            "SELECT slot_name, slot_type, database, active, "
+            "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
+            "FROM pg_replication_slots ORDER BY slot_name")
+        return [{"name": n, "type": t, "database": d, "active": a, "held_bytes": int(b)}
+                for n, t, d, a, b in rows]
+
+    def drop_logical_slots(self, database: str | None = None, timeout_s: float = 10.0) -> None:
+        """Drop every logical replication slot (of ``database``, or all), cutting off readers.
+
+        The followers' physical slots stay. A slot in use cannot be dropped, so its reader's
+        session is terminated first (an invalidation service exits when cut off); a database
+        with a logical slot cannot be dropped, so this comes first.
+        """
+        where = "slot_type = 'logical' AND (%(db)s::name IS NULL OR database = %(db)s)"
+        params = {"db": database}
+        deadline = time.monotonic() + timeout_s
+        while self.leader.execute(f"SELECT 1 FROM pg_replication_slots WHERE {where}", params):
+            self.leader.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                                f"WHERE {where} AND active", params)
+            self.leader.execute("SELECT pg_drop_replication_slot(slot_name) "
+                                f"FROM pg_replication_slots WHERE {where} AND NOT active", params)
+            if time.monotonic() > deadline:
+                raise ServiceError("logical replication slots stay in use; stop their readers "
+                                   "(see pg_replication_slots.active_pid) and try again")
+            time.sleep(0.05)
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "workdir": str(self.workdir), "password": self.password,
