@@ -39,18 +39,26 @@ def _config(args: argparse.Namespace) -> LabConfig:
                           lab_dir=getattr(args, "lab_dir", None))
 
 
+def jupyter_dir() -> Path:
+    """Where JupyterLab opens: the repository root in a checkout (so ``notebooks/`` and
+    ``exercises/`` are both reachable), else the current directory."""
+    if (REPO / "pyproject.toml").is_file() and (REPO / "notebooks").is_dir():
+        return REPO
+    return Path.cwd()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab.up(_config(args))
     print(lab.topology())
     if args.jupyter:
-        notebooks = REPO / "notebooks"
+        root = jupyter_dir()
         env = {**os.environ, **lab.env()}
-        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}"]
+        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={root}"]
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         if args.no_browser:
             cmd.append("--no-browser")
-        print(f"\nopening JupyterLab on {notebooks} (stop it with Ctrl-C; the lab keeps running)")
+        print(f"\nopening JupyterLab on {root} (stop it with Ctrl-C; the lab keeps running)")
         return subprocess.call(cmd, env=env)
     return 0
 
@@ -269,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
     p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
-    p.add_argument("--jupyter", action="store_true", help="then open JupyterLab on notebooks/")
+    p.add_argument("--jupyter", action="store_true",
+                   help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")
     p.set_defaults(func=cmd_up)
     sub.add_parser("status", help="health, version, address and lag of every server"
