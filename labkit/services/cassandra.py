@@ -44,6 +44,7 @@ import psutil
 
 from labkit._proc import PortAllocator, listening, spawn, wait_ready
 from labkit.services.base import NativeService, ServiceGroup
+from labkit.services.templates import template_dir
 
 __all__ = [
     "Cassandra",
@@ -55,9 +56,6 @@ __all__ = [
     "check_java",
     "resolve_jars",
 ]
-
-#: Where pom.xml, cassandra.yaml, logback.xml and jvm17-server.options live.
-CONTAINER_DIR = Path(__file__).resolve().parents[2] / "containers" / "cassandra"
 
 #: topology name -> {region: number of nodes}
 TOPOLOGIES: dict[str, dict[str, int]] = {
@@ -83,12 +81,13 @@ class CassandraError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
-def cassandra_version(pom: Path = CONTAINER_DIR / "pom.xml") -> str:
+def cassandra_version(pom: Path | None = None) -> str:
     """The Cassandra version named by the pom's ``cassandra.version`` property.
 
     >>> cassandra_version().startswith("5.0.")
     True
     """
+    pom = pom or template_dir("cassandra") / "pom.xml"
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     node = ET.parse(pom).getroot().find("m:properties/m:cassandra.version", ns)
     if node is None or not (node.text or "").strip():
@@ -105,7 +104,7 @@ def resolve_jars(
     cache_dir: Path,
     *,
     mvn: str = "mvn",
-    pom: Path = CONTAINER_DIR / "pom.xml",
+    pom: Path | None = None,
     maven_settings: Path | None = None,
     maven_repo_local: Path | None = None,
     timeout_s: float = 1800,
@@ -120,6 +119,7 @@ def resolve_jars(
         >>> any(p.name.startswith("cassandra-all-") for p in lib.iterdir())
         True
     """
+    pom = pom or template_dir("cassandra") / "pom.xml"
     version = cassandra_version(pom)
     lib = jar_dir(cache_dir, version)
     base = lib.parent
@@ -316,7 +316,7 @@ class CassandraNode(NativeService):
         heap_mb: int = 512,
         java: str = "java",
         ring_delay_ms: int = 1000,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         user: str | None = None,
         timeout_s: float = 180.0,
@@ -337,7 +337,8 @@ class CassandraNode(NativeService):
         self.heap_mb = heap_mb
         self.java = java
         self.ring_delay_ms = ring_delay_ms
-        self.container_dir = Path(container_dir)
+        # None: the templates shipped with labkit (labkit.services.templates).
+        self.container_dir = Path(container_dir) if container_dir else None
         self.extra_jvm_opts = list(extra_jvm_opts)
         # Readiness also asks that gossip has met this many peers (set by the cluster).
         self.expect_peers = 0
@@ -371,6 +372,11 @@ class CassandraNode(NativeService):
         return self.workdir / "logs" / "system.log"
 
     @property
+    def templates(self) -> Path:
+        """Where cassandra.yaml, logback.xml and jvm17-server.options are read from."""
+        return self.container_dir or template_dir("cassandra")
+
+    @property
     def pid(self) -> int | None:
         return self.procs[0].pid if self.procs else None
 
@@ -390,7 +396,7 @@ class CassandraNode(NativeService):
             "heap_mb": self.heap_mb,
             "java": self.java,
             "ring_delay_ms": self.ring_delay_ms,
-            "container_dir": str(self.container_dir),
+            "container_dir": str(self.container_dir) if self.container_dir else None,
             "extra_jvm_opts": list(self.extra_jvm_opts),
         }
 
@@ -402,7 +408,8 @@ class CassandraNode(NativeService):
             host=d["host"], initial_token=int(d["initial_token"]), lib_dir=Path(d["lib_dir"]),
             seeds=d["seeds"], native_port=d["native_port"], storage_port=d["storage_port"],
             jmx_port=d["jmx_port"], heap_mb=d["heap_mb"], java=d["java"],
-            ring_delay_ms=d["ring_delay_ms"], container_dir=Path(d["container_dir"]),
+            ring_delay_ms=d["ring_delay_ms"],
+            container_dir=Path(d["container_dir"]) if d.get("container_dir") else None,
             extra_jvm_opts=d.get("extra_jvm_opts", ()), user=d.get("user"),
         )
         return node.restore(d)
@@ -414,7 +421,7 @@ class CassandraNode(NativeService):
         for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system",
                     "logs", "tmp", "fql", "triggers"):
             (nd / sub).mkdir(parents=True, exist_ok=True)
-        template = string.Template((self.container_dir / "cassandra.yaml").read_text())
+        template = string.Template((self.templates / "cassandra.yaml").read_text())
         yaml = template.substitute(
             cluster_name=self.cluster_name,
             initial_token=self.initial_token,
@@ -429,12 +436,12 @@ class CassandraNode(NativeService):
         (nd / "conf" / "cassandra-rackdc.properties").write_text(
             f"dc={self.dc}\nrack={self.rack}\n"
         )
-        shutil.copyfile(self.container_dir / "logback.xml", nd / "conf" / "logback.xml")
+        shutil.copyfile(self.templates / "logback.xml", nd / "conf" / "logback.xml")
         (nd / "conf" / "logback-tools.xml").write_text(_TOOLS_LOGBACK)
 
     def _jvm_options(self) -> list[str]:
         opts = []
-        for line in (self.container_dir / "jvm17-server.options").read_text().splitlines():
+        for line in (self.templates / "jvm17-server.options").read_text().splitlines():
             line = line.strip()
             if line.startswith("-"):
                 opts.extend(line.split())  # "--add-opens m/p=ALL-UNNAMED" is two argv words
@@ -592,7 +599,7 @@ class CassandraCluster(ServiceGroup):
         heap_mb: int = 512,
         java: str = "java",
         ring_delay_ms: int = 1000,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         user: str | None = None,
         timeout_s: float = 180.0,
@@ -738,7 +745,7 @@ class Cassandra(ServiceGroup):
         nodes_per_region: int | None = None,
         ring_delay_ms: int = 1000,
         start_timeout_s: float = 180,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         quick_start: bool = True,
         user: str | None = None,
@@ -758,7 +765,7 @@ class Cassandra(ServiceGroup):
         self.nodes_per_region = nodes_per_region
         self.ring_delay_ms = ring_delay_ms
         self.start_timeout_s = start_timeout_s
-        self.container_dir = Path(container_dir)
+        self.container_dir = Path(container_dir) if container_dir else None
         self.extra_jvm_opts = list(extra_jvm_opts)
         self.quick_start = quick_start
         self.user = user
@@ -890,7 +897,7 @@ class Cassandra(ServiceGroup):
             "nodes_per_region": self.nodes_per_region,
             "ring_delay_ms": self.ring_delay_ms,
             "start_timeout_s": self.start_timeout_s,
-            "container_dir": str(self.container_dir),
+            "container_dir": str(self.container_dir) if self.container_dir else None,
             "extra_jvm_opts": list(self.extra_jvm_opts),
             "quick_start": self.quick_start,
             "user": self.user,
@@ -911,7 +918,7 @@ class Cassandra(ServiceGroup):
             nodes_per_region=d.get("nodes_per_region"),
             ring_delay_ms=d["ring_delay_ms"],
             start_timeout_s=d["start_timeout_s"],
-            container_dir=Path(d["container_dir"]),
+            container_dir=Path(d["container_dir"]) if d.get("container_dir") else None,
             extra_jvm_opts=d.get("extra_jvm_opts", ()),
             quick_start=d.get("quick_start", True),
             user=d.get("user"),
