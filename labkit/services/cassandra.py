@@ -565,7 +565,9 @@ class CassandraNode(NativeService):
             # Fast start for a lab ring: tokens are fixed, nobody bootstraps.
             f"-Dcassandra.ring_delay_ms={self.ring_delay_ms}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-Dcassandra.superuser_setup_delay_ms=0",
+            # Creating the default role is retried at this interval until a quorum of
+            # system_auth's replicas is up: 0 spun hundreds of failed attempts on a ring.
+            "-Dcassandra.superuser_setup_delay_ms=250",
             # bcrypt at its lowest cost (2^4 rounds, not 2^10) for the roles' password hashes:
             # every login checks one, and the lab logs in often (readiness polls, status, each
             # session); a costlier hash protects nothing here, where the plain password sits
@@ -833,7 +835,10 @@ class CassandraCluster(ServiceGroup):
         replication = {"class": "NetworkTopologyStrategy", self.dc: len(self.nodes)}
         alter = f"ALTER KEYSPACE system_auth WITH replication = {replication!r}"
         role = '"' + self.credentials.user.replace('"', '""') + '"'
-        default = driver_cluster(self.contact_points, credentials=DEFAULT_SUPERUSER)
+        # One node coordinates; no schema or token metadata to load: only statements to send.
+        quick = dict(only=self.nodes[0].host, schema_metadata_enabled=False,
+                     token_metadata_enabled=False)
+        default = driver_cluster(self.contact_points, credentials=DEFAULT_SUPERUSER, **quick)
         try:
             session = default.connect()
         except NoHostAvailable as e:
@@ -847,7 +852,7 @@ class CassandraCluster(ServiceGroup):
                                 "AND LOGIN = true AND PASSWORD = %s", (self.credentials.password,))
         finally:
             default.shutdown()
-        lab = driver_cluster(self.contact_points, credentials=self.credentials)
+        lab = driver_cluster(self.contact_points, credentials=self.credentials, **quick)
         try:
             session_lab = lab.connect()
             if session is None:
