@@ -56,13 +56,18 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-# Reinstall only when the package's metadata changed (pip is slow even when nothing is to do).
+# Install the locked versions (containers/requirements.lock, the versions CI tests; regenerate
+# it with `bash containers/lock.sh`), then labkit itself, editable, without resolving anything
+# again. Only when pyproject.toml or the lock changed: pip is slow even when nothing is to do.
+lock=containers/requirements.lock
 stamp=.venv/.labkit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  log "installing labkit and its dependencies into .venv"
+want=$(cat pyproject.toml "$lock" | .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing labkit and its locked dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e .
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
 fi
 # Cassandra runs from Maven Central's jars; resolve them now rather than at the first `up`.
 log "Cassandra jars: $(bash containers/cassandra/resolve.sh)"

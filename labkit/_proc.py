@@ -240,7 +240,8 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
                procs: Iterable[Proc] = (), log_path: Path | None = None) -> float:
     """Poll ``check`` (a real protocol round trip) until it passes; return the seconds waited.
 
-    Fails fast, with the server's log tail, when one of ``procs`` dies while we wait.
+    Fails fast, with the server's log tail, when one of ``procs`` dies while we wait, and at
+    once when ``check`` raises ServiceError (it knows that waiting cannot help).
     """
     t0 = time.monotonic()
     delay = 0.02
@@ -248,6 +249,8 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
         try:
             if check():
                 return time.monotonic() - t0
+        except ServiceError:
+            raise
         except Exception:  # not ready yet: connection refused, starting up, ...
             pass
         dead = [p for p in procs if not p.alive()]

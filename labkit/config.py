@@ -49,7 +49,7 @@ ENV_PREFIX = "LABKIT_"
 # prints (tests/test_config.py checks that every LABKIT_* name of `Lab.env()` is covered).
 LAB_VARIABLES = re.compile(
     r"LABKIT_(CONFIG|LAB_ID|SERVER_DIR|PROCESS|GRADE(_\w+)?|LEADER_DSN|FOLLOWER\d+_DSN"
-    r"|MEMCACHED_SERVERS|BROKER_URL|CASSANDRA_(?!HEAP_MB$)[A-Z0-9_]+)")
+    r"|MEMCACHED_SERVERS|BROKER_URL|CQLSH_CREDENTIALS|CASSANDRA_(?!HEAP_MB$)[A-Z0-9_]+)")
 
 
 class ConfigError(ValueError):

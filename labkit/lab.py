@@ -34,7 +34,7 @@ from labkit import _labdir
 from labkit._proc import (LAB_ID_ENV, PROCESS_ENV, PortAllocator, ServiceError,
                           marked_processes, service_account, stop_all, sweep, wait_ready)
 from labkit.config import ALL_SERVICES, LabConfig
-from labkit.services.cassandra import Cassandra
+from labkit.services.cassandra import Cassandra, CassandraCredentials
 from labkit.services.memcached import Memcached
 from labkit.services.postgres import Postgres, PostgresServer
 from labkit.services.rabbitmq import RabbitMQ
@@ -348,6 +348,13 @@ class Lab:
             for region, cluster in self.cassandra.clusters.items():
                 out[f"LABKIT_CASSANDRA_{region.upper()}"] = ",".join(
                     f"{h}:{p}" for h, p in cluster.contact_points)
+            # cqlsh reads CQLSH_HOST/CQLSH_PORT (the first region's first node) and takes the
+            # login from a credentials file: `cqlsh --credentials "$LABKIT_CQLSH_CREDENTIALS"`.
+            host, port = self.cassandra.contact_points[0]
+            creds = self.cassandra.credentials
+            out.update(CQLSH_HOST=host, CQLSH_PORT=str(port),
+                       LABKIT_CQLSH_CREDENTIALS=str(self.cassandra.cqlsh_credentials),
+                       LABKIT_CASSANDRA_USER=creds.user, LABKIT_CASSANDRA_PASSWORD=creds.password)
         return out
 
     def topology(self) -> str:
@@ -385,8 +392,13 @@ class Lab:
         return out
 
     def _secrets(self, create: bool = True) -> dict[str, str]:
-        """Credentials generated once per lab directory (the data outlives a `down`)."""
+        """Credentials generated once per lab directory (the data outlives a `down`).
+
+        A secrets file from an older labkit gets the credentials it lacks added; with
+        ``create=False`` nothing is written (a lab that is only being looked at).
+        """
         path = self.config.lab_dir / "secrets.json"
+        values: dict[str, str] = {}
         if path.exists():
             try:
                 values = json.loads(path.read_text())
@@ -395,12 +407,15 @@ class Lab:
                                  "`labkit down --purge`, then `labkit up` (a new lab: its "
                                  "data was only reachable with those credentials)",
                                  f"{path} is damaged: {e}") from None
-            return values
-        values = {"pg_password": secrets.token_urlsafe(18),
-                  "mq_user": "lab-" + secrets.token_hex(4),
-                  "mq_password": secrets.token_urlsafe(18), "mq_vhost": "lab"}
-        if create:
-            _write_private(path, values)
+        fresh = {"pg_password": secrets.token_urlsafe(18),
+                 "mq_user": "lab-" + secrets.token_hex(4),
+                 "mq_password": secrets.token_urlsafe(18), "mq_vhost": "lab",
+                 "cassandra_user": "lab", "cassandra_password": secrets.token_urlsafe(18),
+                 "cassandra_jmx_password": secrets.token_urlsafe(18)}
+        if not fresh.keys() <= values.keys():
+            values = {**fresh, **values}
+            if create:
+                _write_private(path, values)
         return values
 
     def _build_from(self, wanted: list[str], state: dict[str, Any],
@@ -447,13 +462,16 @@ class Lab:
             if "rabbitmq" in st:
                 self.rabbitmq.restore(st["rabbitmq"])
         if "cassandra" in wanted:
+            cas_creds = CassandraCredentials(creds["cassandra_user"], creds["cassandra_password"],
+                                             creds["cassandra_jmx_password"])
             if "cassandra" in st:  # reattach to the topology that runs, whatever was asked
-                self.cassandra = Cassandra.from_state(st["cassandra"])
+                self.cassandra = Cassandra.from_state(st["cassandra"], credentials=cas_creds)
             else:
                 self.cassandra = Cassandra(cfg.lab_dir, cfg.cassandra or "single",
                                            cache_dir=cfg.cache_dir, heap_mb=cfg.cassandra_heap_mb,
                                            java=cfg.java_bin, mvn=cfg.mvn_bin, user=user,
-                                           start_timeout_s=cfg.startup_timeout_s)
+                                           start_timeout_s=cfg.startup_timeout_s,
+                                           credentials=cas_creds)
 
     def _start_missing(self, progress: bool) -> None:
         """Start, in parallel, every server that is not already running and answering."""

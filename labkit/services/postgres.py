@@ -27,8 +27,8 @@ from psycopg import sql
 from labkit._proc import PortAllocator, ServiceError, own, run, spawn
 from labkit.config import SYNCHRONOUS_COMMIT_MODES
 from labkit.services.base import NativeService, ServiceGroup
+from labkit.services.templates import template_dir
 
-CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "postgres"
 SUPERUSER = "postgres"
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
 
@@ -144,8 +144,9 @@ class PostgresServer(NativeService):
                  "--no-sync"], user=self.user, what="initdb (postgres)")
         finally:
             pwfile.unlink(missing_ok=True)
-        shutil.copy(CONTAINERS / "pg_hba.conf", self.data_dir / "pg_hba.conf")
-        shutil.copy(CONTAINERS / "postgresql.conf", self.data_dir / "labkit.conf")
+        templates = template_dir("postgres")
+        shutil.copy(templates / "pg_hba.conf", self.data_dir / "pg_hba.conf")
+        shutil.copy(templates / "postgresql.conf", self.data_dir / "labkit.conf")
         with open(self.data_dir / "postgresql.conf", "a") as f:
             f.write("\ninclude 'labkit.conf'\ninclude_if_exists 'labkit-runtime.conf'\n")
 

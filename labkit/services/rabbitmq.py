@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 from labkit._proc import PortAllocator, Proc, ServiceError, listening, run, spawn, wait_ready
 from labkit.services.base import NativeService
+from labkit.services.templates import template_dir
 
-CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "rabbitmq"
 # A fixed node name: the data directory is named after it and reused across `up`s.
 NODENAME = "labkit@localhost"
 
@@ -71,12 +71,13 @@ class RabbitMQ(NativeService):
         self.dist_port = self.dist_port or ports.take()
         self.epmd_port = self.epmd_port or ports.take()
         (self.workdir / "log").mkdir(exist_ok=True)
-        template = (CONTAINERS / "rabbitmq.conf").read_text()
+        templates = template_dir("rabbitmq")
+        template = (templates / "rabbitmq.conf").read_text()
         (self.workdir / "rabbitmq.conf").write_text(template.format(
             host=self.host, port=self.port, username=self.username, password=self.password,
             vhost=self.vhost))
         (self.workdir / "rabbitmq.conf").chmod(0o600)
-        (self.workdir / "enabled_plugins").write_text((CONTAINERS / "enabled_plugins").read_text())
+        (self.workdir / "enabled_plugins").write_text((templates / "enabled_plugins").read_text())
 
     def _env(self) -> dict[str, str]:
         w = str(self.workdir)
