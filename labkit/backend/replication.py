@@ -228,7 +228,3 @@ class RemoteMarkerCache:
         self.follower.close()
 
 
-def follower_replay_lsn(conn: psycopg.Connection) -> str:
-    """The WAL position a follower has replayed (for notebooks that show LSNs)."""
-    return conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
-
