@@ -110,6 +110,7 @@ class Heartbeat(NativeService):
         if interval_ms <= 0:
             raise ValueError(f"interval_ms={interval_ms}: the heartbeat needs a positive interval")
         self.dsn, self.interval_ms, self.python = dsn, interval_ms, python
+        self._prepared_at: Any = None  # the leader's clock before this process was launched
 
     @property
     def name(self) -> str:
@@ -125,6 +126,7 @@ class Heartbeat(NativeService):
     def _prepare(self) -> None:
         with self._connect() as conn:
             conn.execute(CREATE_SQL)
+            self._prepared_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
 
     def _launch(self) -> None:
         params = conninfo_to_dict(self.dsn)
@@ -142,7 +144,12 @@ class Heartbeat(NativeService):
             return float(conn.execute(AGE_MS_SQL).fetchone()[0])
 
     def ready(self) -> bool:
-        return self.age_ms() < max(5 * self.interval_ms, 1000)
+        """A beat of this process is in the row (after a start), or a recent one (reattached)."""
+        if self._prepared_at is None:
+            return self.age_ms() < max(5 * self.interval_ms, 1000)
+        with self._connect() as conn:
+            return conn.execute(f"SELECT ts > %s FROM public.{TABLE}",
+                                (self._prepared_at,)).fetchone()[0]
 
     def version(self) -> str:
         return f"last beat {self.age_ms():.0f} ms ago"

@@ -401,13 +401,13 @@ class Postgres(ServiceGroup):
             for f in self.followers:
                 shutil.rmtree(f.workdir / "data", ignore_errors=True)
         if self.followers:
-            with ThreadPoolExecutor(len(self.followers)) as pool:
-                list(pool.map(lambda f: f.start(), self.followers))
+            self.heartbeat.dsn = self.leader.dsn()  # the leader's port may have changed
+            # The heartbeat needs only the leader: it starts beside the followers.
+            rest = [*self.followers, self.heartbeat]
+            with ThreadPoolExecutor(len(rest)) as pool:
+                list(pool.map(lambda m: m.start(), rest))
         if not leader_was_running:  # a reattach keeps whatever a notebook switched to
             self.set_synchronous_commit(self.initial_synchronous_commit)
-        if self.followers:
-            self.heartbeat.dsn = self.leader.dsn()  # the leader's port may have changed
-            self.heartbeat.start()
         return self
 
     def stop(self) -> None:
