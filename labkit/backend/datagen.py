@@ -26,6 +26,7 @@ from psycopg import sql
 from tqdm.auto import tqdm
 
 from labkit.backend import ids, schema
+from labkit.services.postgres import current_lsn, replayed
 
 # Likes from accounts that are not loaded as rows (the rest of the world) use this shard and
 # tiny timestamps, so their IDs count up from 1 and never meet a real account's ID.
@@ -239,7 +240,9 @@ def count_experiment(leader_conn: psycopg.Connection, follower_conn: psycopg.Con
             add_likes(leader_conn, media_id, size - have, progress=progress)
             have = size
         leader_conn.execute(sql.SQL("VACUUM (ANALYZE) {}.user_likes_media").format(s))
-        schema.wait_replayed(leader_conn, follower_conn, timeout_s=60)
+        if not replayed(follower_conn, current_lsn(leader_conn), timeout_s=60):
+            raise TimeoutError("the follower did not replay the new likes within 60 s; "
+                               "check its lag with `labkit status`")
         rows.append({"likes": size, **time_count_reads(follower_conn, media_id, repeat)})
     return rows
 
