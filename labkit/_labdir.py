@@ -25,6 +25,7 @@ import pwd
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,17 @@ class Marker:
 
 
 # ----------------------------------------------------------------------------- the marker
+
+def make_temp(prefix: str, parent: str = "/tmp") -> Path:
+    """A new, empty directory for a disposable lab (tests, benchmarks), enterable by all.
+
+    Mode 0755: as root the servers run as an unprivileged account that must be able to enter
+    the lab directory (``tempfile``'s own directories, and pytest's ``tmp_path``, are 0700).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o755)
+    return path
+
 
 def read_marker(lab_dir: Path) -> Marker | None:
     """The marker of ``lab_dir``, or None when it has none (it is not a lab directory)."""
