@@ -34,6 +34,13 @@ else
   if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     need+=(python3-venv)
   fi
+  # A C compiler and Python's headers build labkit/speedups (Cython); without them the
+  # pure-Python twins run (slower), and `labkit doctor` says so.
+  command -v gcc >/dev/null || need+=(gcc)
+  if command -v python3 >/dev/null && ! python3 -c 'import os, sysconfig; assert os.path.exists(
+      os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    need+=(python3-dev)
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     need_sudo
@@ -58,7 +65,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Reinstall only when the package's metadata changed (pip is slow even when nothing is to do).
 stamp=.venv/.labkit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# An edited .pyx/.c kernel also reinstalls, so the compiled module is rebuilt in place.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] ||
+   [ -n "$(find labkit/speedups -name '*.pyx' -newer "$stamp" -o -name '*.[ch]' ! -name '_*' -newer "$stamp" | head -1)" ]; then
   log "installing labkit and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e .
