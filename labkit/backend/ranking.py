@@ -196,7 +196,11 @@ class FeedModel:
     """
 
     def __init__(self, accounts: Sequence[tuple[int, str]], *, dim: int = 16,
-                 private_share: float = 0.1, block_share: float = 0.02, seed: int = 11) -> None:
+                 private_share: float = 0.1, block_share: float = 0.02, seed: int = 11,
+                 private_ids: Iterable[int] | None = None,
+                 blocks: Iterable[tuple[int, int]] | None = None) -> None:
+        """``private_ids`` and ``blocks`` ((blocker, blocked) pairs), when given, replace
+        the random privacy and blocks (for tests and demonstrations)."""
         rng = random.Random(seed)
         accounts = sorted(accounts)
         self.dim = dim
@@ -204,11 +208,19 @@ class FeedModel:
         self.accounts: dict[int, Account] = {}
         self.blocked_by: dict[int, list[int]] = {}
         user_ids = [user_id for user_id, _ in accounts]
+        private = set(private_ids) if private_ids is not None else None
+        chosen: dict[int, list[int]] = {}
+        for blocker, blocked in blocks or ():
+            chosen.setdefault(blocker, []).append(blocked)
         for row, (user_id, username) in enumerate(accounts):
             blocked = (rng.choice(user_ids),) if rng.random() < block_share else ()
+            is_private = rng.random() < private_share
+            if blocks is not None:
+                blocked = tuple(chosen.get(user_id, ()))
+            if private is not None:
+                is_private = user_id in private
             self.rows[user_id] = row
-            self.accounts[user_id] = Account(user_id, username, row,
-                                             rng.random() < private_share, blocked)
+            self.accounts[user_id] = Account(user_id, username, row, is_private, blocked)
             for other in blocked:
                 self.blocked_by.setdefault(other, []).append(user_id)
         self.private = array.array("B", [a.is_private for a in self.accounts.values()])
@@ -254,20 +266,27 @@ def kernel(name: str = "compiled") -> ModuleType:
     raise ValueError(f"kernel={name!r}: choose 'compiled' or 'pure'")
 
 
+def kernel_args(candidates: Candidates, model: FeedModel, viewer_id: int, *,
+                seen: Iterable[int] = (), weights: Weights = Weights(),
+                now_ms: int | None = None) -> dict[str, Any]:
+    """The feedscore kernel's arguments for these candidates (``out`` included)."""
+    return dict(
+        media_ids=candidates.media_ids, owner_rows=model.rows_of(candidates.owner_ids),
+        like_counts=candidates.like_counts, viewer_row=model.rows.get(viewer_id, -1),
+        followee_rows=array.array("q", sorted(model.rows_of(candidates.followee_ids))),
+        blocked_rows=model.blocked_rows(viewer_id), seen_ids=array.array("q", sorted(set(seen))),
+        embeddings=model.embeddings, quality=model.quality, private=model.private,
+        dim=model.dim, now_ms=ids.now_ms() if now_ms is None else now_ms,
+        params=weights.params(), out=array.array("d", bytes(8 * len(candidates))))
+
+
 def rank(candidates: Candidates, model: FeedModel, viewer_id: int, *,
          seen: Iterable[int] = (), weights: Weights = Weights(), now_ms: int | None = None,
          scorer: ModuleType | None = None) -> tuple[array.array, int]:
     """Score every candidate for ``viewer_id``; ``(scores, visible)``, -inf for hidden ones."""
-    scorer = scorer or kernel()
-    out = array.array("d", bytes(8 * len(candidates)))
-    visible = scorer.score_candidates(
-        candidates.media_ids, model.rows_of(candidates.owner_ids), candidates.like_counts,
-        model.rows.get(viewer_id, -1),
-        array.array("q", sorted(model.rows_of(candidates.followee_ids))),
-        model.blocked_rows(viewer_id), array.array("q", sorted(set(seen))), model.embeddings,
-        model.quality, model.private, model.dim, ids.now_ms() if now_ms is None else now_ms,
-        weights.params(), out)
-    return out, visible
+    args = kernel_args(candidates, model, viewer_id, seen=seen, weights=weights, now_ms=now_ms)
+    visible = (scorer or kernel()).score_candidates(**args)
+    return args["out"], visible
 
 
 def select_page(candidates: Candidates, scores: Sequence[float], *,

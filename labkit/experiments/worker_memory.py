@@ -99,8 +99,9 @@ def run(config: WebConfig, workdir: Path, request: RequestFn, *,
                     if full_collections:
                         stats = full_collection(server, pids)
                 for i, pid in enumerate(pids):
-                    extra = {"automatic_full_gcs": stats[pid]["collections_before"][2]
-                             if step and full_collections else None}
+                    report = stats.get(pid, {}) if step else {}
+                    extra = {"automatic_full_gcs": report.get("collections_before", [None] * 3)[2],
+                             "frozen_objects": report.get("frozen")}
                     rows.append({**asdict(Sample(gc_mode, i, pid, served,
                                                  **asdict(memory_of(pid)))), **extra})
             if server.worker_pids() != pids:
