@@ -110,20 +110,27 @@ def run(config: WebConfig, workdir: Path, request: RequestFn, *,
     return rows
 
 
-def full_collection(server: WebServer, pids: list[int], timeout_s: float = 30.0) -> dict:
+def full_collection(server: WebServer, pids: list[int], timeout_s: float = 60.0) -> dict:
     """Have each worker run a full collection now (SIGUSR2, ``labkit.web.hooks``).
 
-    Returns each worker's collector statistics from just before it (how many collections
-    of each generation CPython had run on its own).
+    Returns each worker's collector statistics from just before it: how many collections
+    of each generation CPython had run on its own since the fork.
     """
     files = {pid: server.workdir / f"gc-{pid}.json" for pid in pids}
     for pid, path in files.items():
         path.unlink(missing_ok=True)
         os.kill(pid, signal.SIGUSR2)
-    deadline = time.monotonic() + timeout_s
     out = {}
     for pid, path in files.items():
+        deadline = time.monotonic() + timeout_s
+        resent = False
         while not path.exists() and time.monotonic() < deadline:
+            if pid not in server.worker_pids():
+                raise RuntimeError(f"worker {pid} was replaced (it crashed or missed gunicorn's "
+                                   f"timeout on a starved machine); see {server.log_path}")
+            if not resent and time.monotonic() > deadline - timeout_s / 2:
+                os.kill(pid, signal.SIGUSR2)
+                resent = True
             time.sleep(0.02)
         try:
             out[pid] = json.loads(path.read_text())

@@ -39,6 +39,7 @@ from typing import Any
 
 GC_MODES = ("default", "freeze", "disabled")
 _profiler: Any = None
+_at_fork: list[int] = [0, 0, 0]  # collections per generation the master had run at fork
 
 
 def check_gc_mode(gc_mode: str) -> str:
@@ -61,6 +62,8 @@ def pre_fork(gc_mode: str) -> None:
 
 def post_fork(gc_mode: str, profile_dir: str | None) -> None:
     """In each new worker, first thing."""
+    global _at_fork
+    _at_fork = [s["collections"] for s in gc.get_stats()]
     if gc_mode == "freeze":
         gc.enable()
     if profile_dir:
@@ -76,8 +79,10 @@ def post_worker_init() -> None:
 
 
 def _full_collection(signum: int, frame: Any) -> None:
-    automatic = [s["collections"] for s in gc.get_stats()]
+    # Collections CPython ran on its own in this worker since the fork, per generation.
+    automatic = [s["collections"] - n for s, n in zip(gc.get_stats(), _at_fork)]
     collected = gc.collect() if gc.isenabled() else None
+    _at_fork[2] += collected is not None  # ours is not automatic
     Path(f"gc-{os.getpid()}.json").write_text(json.dumps(
         {"enabled": gc.isenabled(), "collections_before": automatic, "collected": collected,
          "frozen": gc.get_freeze_count()}))
