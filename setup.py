@@ -12,11 +12,14 @@ from Cython.Build import cythonize
 SPEEDUPS = "labkit/speedups"
 extensions = [
     Extension("labkit.speedups._feedscore", [f"{SPEEDUPS}/_feedscore.pyx"],
-              extra_compile_args=["-O2"], optional=True),
+              extra_compile_args=["-O2"]),
     # The same kernel in hand-written C, reached through Cython's `cdef extern from`.
     Extension("labkit.speedups._feedscore_c", [f"{SPEEDUPS}/_feedscore_c.pyx",
                                                f"{SPEEDUPS}/feedscore.c"],
-              include_dirs=[SPEEDUPS], extra_compile_args=["-O2"], optional=True),
+              include_dirs=[SPEEDUPS], extra_compile_args=["-O2"]),
 ]
 
-setup(ext_modules=cythonize(extensions, language_level=3, quiet=True))
+ext_modules = cythonize(extensions, language_level=3, quiet=True)
+for ext in ext_modules:  # cythonize makes new Extension objects and drops `optional`
+    ext.optional = True
+setup(ext_modules=ext_modules)
