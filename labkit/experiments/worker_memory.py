@@ -133,7 +133,7 @@ def full_collection(server: WebServer, pids: list[int], timeout_s: float = 60.0)
                 resent = True
             time.sleep(0.02)
         try:
-            out[pid] = json.loads(path.read_text())
+            out[pid] = json.loads(path.read_text())  # complete: the worker renames it in place
         except (OSError, ValueError):
             raise RuntimeError(f"worker {pid} did not report its collection within "
                                f"{timeout_s:g} s; see {server.log_path}") from None

@@ -83,9 +83,11 @@ def _full_collection(signum: int, frame: Any) -> None:
     automatic = [s["collections"] - n for s, n in zip(gc.get_stats(), _at_fork)]
     collected = gc.collect() if gc.isenabled() else None
     _at_fork[2] += collected is not None  # ours is not automatic
-    Path(f"gc-{os.getpid()}.json").write_text(json.dumps(
-        {"enabled": gc.isenabled(), "collections_before": automatic, "collected": collected,
-         "frozen": gc.get_freeze_count()}))
+    # Written aside, then renamed: a reader never sees a half-written file.
+    tmp = Path(f"gc-{os.getpid()}.json.tmp")
+    tmp.write_text(json.dumps({"enabled": gc.isenabled(), "collections_before": automatic,
+                               "collected": collected, "frozen": gc.get_freeze_count()}))
+    os.replace(tmp, f"gc-{os.getpid()}.json")
 
 
 def worker_exit(profile_dir: str | None) -> None:
