@@ -185,6 +185,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"{'binary':<15} {'status':<7} {'found':<28} needed")
     for what, ok, found, needed in checks:
         print(f"{what:<15} {'ok' if ok else 'MISSING':<7} {found:<28} {needed}")
+    _print_speedups()
     missing = [what for what, ok, *_ in checks if not ok]
     if missing:
         debs = sorted({package_for(w)[0] for w in missing})
@@ -195,6 +196,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
     return 0
+
+
+def _print_speedups() -> None:
+    """Which implementation of each hot kernel runs (compiled or pure Python), and why.
+
+    Not a failure when pure: the lab works without a C compiler, only slower.
+    """
+    from labkit import speedups
+    print(f"\n{'kernel':<15} {'active':<7} why")
+    for s in speedups.status():
+        c = "; plain-C variant built" if s.c_available else ""
+        print(f"{s.kernel:<15} {s.active:<7} {s.reason}{c}")
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -250,3 +250,24 @@ def count_experiment(leader_conn: psycopg.Connection, follower_conn: psycopg.Con
 def _count(conn: psycopg.Connection, media_id: int) -> int:
     from labkit.backend import likes
     return likes.count(conn, media_id)
+
+
+def add_readers(conn: psycopg.Connection, graph: Graph, n: int = 20, follows: int = 300, *,
+                among: int = 2_000, seed: int = 13) -> list[schema.User]:
+    """``n`` new accounts that each follow ``follows`` of the ``among`` most popular ones.
+
+    Heavy feed readers for notebook 11: their feeds have a thousand-odd candidates to rank.
+    Follows go in with COPY; returns the accounts (with their API tokens).
+
+    Introduced in notebooks/11_cython_and_memory.ipynb.
+    """
+    rng = random.Random(seed)
+    pool = graph.user_ids[:among]
+    if follows > len(pool):
+        raise ValueError(f"follows={follows}: the graph's {len(pool)} most popular accounts "
+                         f"are all there is to follow; ask for at most {len(pool)}")
+    readers = [schema.create_user(conn, f"reader{i}") for i in range(n)]
+    with conn.transaction():
+        _copy_sharded(conn, "follows", ("follower_id", "followee_id"),
+                      ((r.user_id, f) for r in readers for f in rng.sample(pool, follows)))
+    return readers
