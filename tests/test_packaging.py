@@ -85,6 +85,8 @@ def _sources() -> list[tuple[str, str]]:
             for cell in json.loads(nb.read_text())["cells"]:
                 if cell["cell_type"] == "code":
                     code = "".join(cell["source"])
+                    if code.lstrip().startswith("%%") and not code.lstrip().startswith("%%time"):
+                        continue  # a cell magic (%%cython, %%bash): its body is not Python
                     # IPython magics and shell escapes are not Python.
                     code = "\n".join(l for l in code.splitlines()
                                      if not l.lstrip().startswith(("%", "!")))
