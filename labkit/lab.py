@@ -279,6 +279,12 @@ class Lab:
                        "`labkit reset` stops them")
         return out
 
+    def save_state(self) -> None:
+        """Record the servers' processes as they are now, after a node was restarted by hand
+        (``node.stop()``, ``node.start()``): other processes then reattach to the new one."""
+        with self._locked():
+            self._write_state()
+
     # ------------------------------------------------------------------------ accessors
     @property
     def leader(self) -> PostgresServer:
