@@ -66,6 +66,9 @@ BUCKET_DAYS = 7
 HORIZON_BUCKETS = 13
 DEFAULT_PAGE_SIZE = 20
 LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_ONE", "LOCAL_QUORUM")
+# A schema change waits for every node to agree; three JVMs on two loaded cores can take longer
+# than a request's usual 10 s.
+DDL_TIMEOUT_S = 60.0
 
 TABLES = {
     "feed_by_user": """
@@ -169,9 +172,10 @@ def install(session: Any, keyspace: str, *, dc: str = "us", rf: int = 3,
     ks = check_keyspace(keyspace)
     if create_keyspace:
         session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{dc}': {int(rf)}}}")
+                        f"{{'class': 'NetworkTopologyStrategy', '{dc}': {int(rf)}}}",
+                        timeout=DDL_TIMEOUT_S)
     for ddl in TABLES.values():
-        session.execute(ddl.format(ks=ks))
+        session.execute(ddl.format(ks=ks), timeout=DDL_TIMEOUT_S)
     # The driver waits for schema agreement after each DDL; this makes sure of it.
     session.cluster.control_connection.wait_for_schema_agreement()
     return ks
@@ -231,8 +235,8 @@ class Feeds:
         """Write the post into each follower's feed (one row each); return rows written.
 
         The rows go out concurrently (up to ``concurrency`` in flight, each to a replica of
-        its partition by the driver's token-aware routing); the first error is raised after
-        the others finished. Writing a row twice stores it once.
+        its partition by the driver's token-aware routing); the first error stops the rest and
+        is raised (a task retries the whole batch: a row written twice is stored once).
         """
         from cassandra.concurrent import execute_concurrent_with_args
         bucket = self.bucket(media_id)

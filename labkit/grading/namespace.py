@@ -18,6 +18,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from labkit.backend.cache import delete_prefix
+from labkit.backend.feeds import DDL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def create_cassandra(lab: Any, tag: str = "g") -> CassandraNamespace:
     session = lab.cassandra.connect()
     try:
         session.execute(f"CREATE KEYSPACE {name} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': {rf}}}")
+                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': {rf}}}",
+                        timeout=DDL_TIMEOUT_S)
         # token_urlsafe never contains a quote; the password is bound all the same.
         session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
                         "AND PASSWORD = %s", (password,))
@@ -126,7 +128,7 @@ def drop_cassandra(lab: Any, ns: CassandraNamespace) -> None:
     """Drop the namespace's keyspace and role (idempotent)."""
     session = lab.cassandra.connect()
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}", timeout=DDL_TIMEOUT_S)
         session.execute(f"DROP ROLE IF EXISTS {ns.user}")
     finally:
         session.cluster.shutdown()

@@ -183,12 +183,14 @@ def cassandra_workspace(name: str) -> CassandraWorkspace:
         raise RuntimeError(f"exercise {name} needs the 3-node ring, and this lab runs Cassandra "
                            f"{lab.cassandra.topology!r}; stop it with `labkit down`, then "
                            "`labkit up --cassandra ring`")
+    from labkit.backend.feeds import DDL_TIMEOUT_S
     keyspace = f"exercise_{name}".lower()
     session = lab.cassandra.connect()
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
         session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': 3}}")
+                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': 3}}",
+                        timeout=DDL_TIMEOUT_S)
     finally:
         session.cluster.shutdown()
     creds = lab.cassandra.credentials

@@ -31,7 +31,7 @@ def world(ring_lab):
     keyspace = feeds.install(session, f"feeds_{tag}")
     yield {"lab": ring_lab, "db": db, "conn": conn, "session": session, "keyspace": keyspace,
            "feeds": feeds.Feeds(session, keyspace), "tag": tag}
-    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
     session.cluster.shutdown()
     conn.close()
     ring_lab.postgres.drop_database(db)
@@ -122,7 +122,7 @@ def test_the_hybrid_feed_equals_the_pure_fan_out_feed(world):
         hybrid = world["feeds"].all_items(v, count=5, celebrities=celebrities.followed_by(conn, v))
         assert hybrid == pure.all_items(v, count=5)
         assert sorted(i.media_id for i in hybrid) == sorted(posts)
-    world["session"].execute(f"DROP KEYSPACE pure_{world['tag']}")
+    world["session"].execute(f"DROP KEYSPACE pure_{world['tag']}", timeout=feeds.DDL_TIMEOUT_S)
 
 
 # ------------------------------------------------------------------- fan-out under a SIGKILL

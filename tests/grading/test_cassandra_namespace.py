@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from labkit.backend.feeds import DDL_TIMEOUT_S
 from labkit.grading import namespace, student
 
 pytestmark = pytest.mark.cassandra
@@ -13,7 +14,8 @@ pytestmark = pytest.mark.cassandra
 def two(ring_lab):
     mine, other = namespace.create_cassandra(ring_lab), namespace.create_cassandra(ring_lab)
     admin = ring_lab.cassandra.connect()
-    admin.execute(f"CREATE TABLE {other.keyspace}.secrets (k int PRIMARY KEY, v text)")
+    admin.execute(f"CREATE TABLE {other.keyspace}.secrets (k int PRIMARY KEY, v text)",
+                  timeout=DDL_TIMEOUT_S)
     admin.execute(f"INSERT INTO {other.keyspace}.secrets (k, v) VALUES (1, 'not yours')")
     yield mine, other
     admin.cluster.shutdown()
@@ -32,7 +34,7 @@ def test_the_role_reaches_its_own_keyspace(two, monkeypatch):
     mine, _ = two
     session = _as(mine, monkeypatch)
     try:
-        session.execute("CREATE TABLE t (k int PRIMARY KEY, v int)")
+        session.execute("CREATE TABLE t (k int PRIMARY KEY, v int)", timeout=DDL_TIMEOUT_S)
         session.execute("INSERT INTO t (k, v) VALUES (1, 2)")
         assert session.execute("SELECT v FROM t WHERE k = 1").one().v == 2
     finally:

@@ -40,7 +40,7 @@ def world(ring_lab):
     feed_state._cassandra.clear()
     from django.db import connections
     connections.close_all()
-    session.execute(f"DROP KEYSPACE {config.keyspace}")
+    session.execute(f"DROP KEYSPACE {config.keyspace}", timeout=feeds.DDL_TIMEOUT_S)
     session.cluster.shutdown()
     conn.close()
     lab.postgres.drop_database(db)
