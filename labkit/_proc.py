@@ -303,11 +303,18 @@ def sweep(lab_dir: Path) -> list[int]:
     if marker is None:
         raise ServiceError(f"refusing to sweep processes of {lab_dir}: it has no lab marker "
                            f"({MARKER}); only a lab directory's own processes are ever stopped")
-    found = marked_processes(marker.lab_id)
-    _signal_all(found, signal.SIGCONT)
-    _signal_all(found, signal.SIGKILL)
-    psutil.wait_procs(found, timeout=5)
-    return [p.pid for p in found]
+    # Rounds until none is left: a process caught mid-start (a script about to exec its
+    # server, a server forking a helper) can make a marked child after a round's snapshot.
+    swept: list[int] = []
+    for _ in range(5):
+        found = marked_processes(marker.lab_id)
+        if not found:
+            break
+        _signal_all(found, signal.SIGCONT)
+        _signal_all(found, signal.SIGKILL)
+        psutil.wait_procs(found, timeout=5)
+        swept += [p.pid for p in found if p.pid not in swept]
+    return swept
 
 
 def stop_all(procs: list[psutil.Process], timeout_s: float = 10.0) -> None:
