@@ -50,13 +50,25 @@ class WebServer(NativeService):
         config_path = str((self.workdir / "web.json").resolve())
         # gunicorn's own kill switch sits behind the request budget, for code that ignores it.
         hard_timeout_s = int(self.config.time_budget_s + 10)
-        cmd = [sys.executable, "-m", "gunicorn", "--bind", self.address,
+        cmd = [sys.executable, "-m", "gunicorn", *self._gunicorn_options(),
+               "--bind", self.address,
                "--workers", str(self.workers), "--worker-class", "sync",
                "--timeout", str(hard_timeout_s), "--graceful-timeout", "5",
                "--backlog", "512", "--log-level", "warning",
-               *_no_control_socket(), f"labkit.web.wsgi:create_app({config_path!r})"]
+               *_no_control_socket(), self._app_spec(config_path)]
         self.procs.append(spawn("gunicorn", cmd, cwd=self.workdir, log_path=self.log_path,
-                                user=None))
+                                user=None, env=self._environment()))
+
+    # Hooks for a server that runs other code the same way (labkit.deploy.pool.ReleasePool).
+    def _app_spec(self, config_path: str) -> str:
+        """gunicorn's WSGI application argument."""
+        return f"labkit.web.wsgi:create_app({config_path!r})"
+
+    def _gunicorn_options(self) -> list[str]:
+        return []
+
+    def _environment(self) -> dict[str, str]:
+        return {}
 
     def ready(self) -> bool:
         status, _ = self.get("/healthz", timeout_s=2.0)

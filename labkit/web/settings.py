@@ -50,4 +50,5 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_BROKER_URL": config.broker_url,
         "LABKIT_NOTIFY_QUEUE": config.notify_queue,
         "LABKIT_LEADER_DSN": config.leader_dsn(),
+        "LABKIT_GATES": config.gates,
     }
