@@ -184,6 +184,22 @@ def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     h = experiments.add_parser("herd", help="DB queries per hot-key expiry, with and without leases")
     herd.add_arguments(h)
     h.set_defaults(func=cmd_experiment_herd)
+    _add_canary_parser(experiments)
+
+
+# `labkit experiment canary ...`: the judges on good and bad releases (labkit.experiments.canary).
+
+def cmd_experiment_canary(args: argparse.Namespace) -> int:
+    from labkit.experiments import canary
+    return canary.run_cli(args, Lab.up(_config(args)))
+
+
+def _add_canary_parser(experiments: argparse._SubParsersAction) -> None:
+    from labkit.experiments import canary
+    c = experiments.add_parser("canary", help="canary releases judged against a baseline: "
+                                              "rollbacks and detection time per judge")
+    canary.add_arguments(c)
+    c.set_defaults(func=cmd_experiment_canary)
 
 
 # --------------------------------------------------------------------- exercises and grading
