@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from labkit._proc import ServiceError, service_account
+from labkit._proc import PortAllocator, ServiceError, service_account
 from labkit.deploy.collector import Collector
 from labkit.deploy.pool import ReleasePool
 from labkit.deploy.release import Release
@@ -206,8 +206,9 @@ class Deployment:
     # -------------------------------------------------------------------- internals
     def _start_pool(self, role: str, slot: str, release: Release) -> ReleasePool:
         pool = ReleasePool(self.workdir / f"pool-{slot}", release, self.config,
-                           port=self.router.slot_ports[slot], workers=self.workers)
+                           port=PortAllocator(self.router.host).take(), workers=self.workers)
         pool.start()
+        self.router.point(slot, pool.port)  # the slot is out of service (maint) until enabled
         try:
             if self.warmup is not None and self.warmup_requests:
                 run_load(pool.host, pool.port, self.warmup, clients=self.workers,

@@ -1,8 +1,9 @@
 """Router: HAProxy in front of the release pools, its weights changed at run time.
 
 One frontend on 127.0.0.1 and one backend ``pools`` with a fixed set of *slots* (servers
-``a`` and ``b`` by default, each a port a release pool binds). Which slot holds the baseline
-and which the canary is the deployment's business; the router only knows weights and states.
+``a``, ``b``, ... ; each is pointed at the port of the release pool it holds, ``point``).
+Which slot holds production, the baseline or the canary is the deployment's business; the
+router only knows addresses, weights and states.
 Weights are changed through HAProxy's runtime API (the stats socket, ``set weight
 pools/<slot> N``): an established connection and a request already sent are never touched, the
 next request is balanced with the new weights, and ``roundrobin`` spreads them smoothly (canary
@@ -240,6 +241,18 @@ class Router(NativeService):
         if state not in STATES:
             raise ValueError(f"state {state!r}: choose one of {', '.join(STATES)}")
         self._command(f"set server {self._slot(slot)} state {state}")
+
+    def point(self, slot: str, port: int) -> None:
+        """Send ``slot``'s traffic (and health checks) to ``host:port`` from now on.
+
+        A pool gets a fresh port when it starts and the slot is pointed at it, rather than
+        every pool of a slot reusing one port: a port nobody listens on between two pools may
+        be handed out meanwhile (as a client's source port, or to another lab's pool).
+        """
+        answer = self.api(f"set server {self._slot(slot)} addr {self.host} port {int(port)}")
+        if "changed" not in answer and "no need" not in answer:
+            raise RouterError(f"haproxy refused to point {slot} at port {port}: {answer.strip()}")
+        self.slot_ports[slot] = int(port)
 
     def enable(self, slot: str, weight: int = 0, timeout_s: float = 15.0) -> None:
         """Put ``slot`` in service with ``weight`` once its health check passes."""

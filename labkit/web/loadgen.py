@@ -1,8 +1,12 @@
 """A bounded HTTP load generator: N concurrent clients on loopback, for a fixed time or count.
 
-Each client is a thread with its own keep-alive connection that sends requests back to back
-(a closed loop), so the offered load adapts to the server. Stops at ``duration_s`` or after
-``max_requests``, whichever comes first.
+``run_load``: each client is a thread with its own keep-alive connection that sends requests
+back to back (a closed loop), so the offered load adapts to the server. Stops at
+``duration_s`` or after ``max_requests``, whichever comes first.
+
+``OpenLoad``: requests at a fixed arrival rate in the background, each one recorded (when it
+was due, sent, answered, and which pool answered), for judging canaries and for checking that
+nothing was dropped (introduced in notebooks/13_continuous_deployment.ipynb).
 
 Introduced in notebooks/02_web_tier.ipynb.
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from labkit._proc import listening, service_account
+from labkit._proc import PortAllocator, listening, service_account
 from labkit.cli import doctor_checks
 from labkit.config import LabConfig
 from labkit.deploy.router import Router, RouterError
@@ -94,6 +94,18 @@ def test_slots_start_out_of_service_and_weights_split_requests_exactly(router):
     assert _get(r, 200) == {"a": 180, "b": 20}   # roundrobin: exactly one in ten
     r.set_weights({"a": 50, "b": 50})
     assert _get(r, 100) == {"a": 50, "b": 50}
+
+
+def test_a_slot_can_be_pointed_at_another_port(router):
+    r, backends = router
+    moved = _Backend(PortAllocator(r.host).take(), "moved")
+    try:
+        r.point("a", moved.server.server_address[1])
+        r.enable("a", weight=100)          # the health check follows the new port too
+        assert _get(r, 5) == {"moved": 5}
+        assert r.stats()["a"]["addr"] == f"127.0.0.1:{moved.server.server_address[1]}"
+    finally:
+        moved.close()
 
 
 def test_drain_waits_for_the_request_in_flight(router):
