@@ -19,7 +19,7 @@ dropped (tests/deploy check that on a history of every request).
 
 Introduced in notebooks/13_continuous_deployment.ipynb.
 
->>> dep = Deployment(lab.config.lab_dir / "deploy", WebConfig.from_lab(lab, "nb13"))  # doctest: +SKIP
+>>> dep = Deployment.for_lab(lab, "deploy", WebConfig.from_lab(lab, "nb13"))      # doctest: +SKIP
 >>> dep.start(base); dep.deploy(canary); dep.set_canary_percent(10)             # doctest: +SKIP
 >>> dep.rollback()                                                              # doctest: +SKIP
 """
@@ -64,6 +64,12 @@ class Deployment:
         self.pools: dict[str, ReleasePool] = {}  # slot -> pool
         self._lock = threading.Lock()
         self.log = log or (lambda event, **fields: None)
+
+    @classmethod
+    def for_lab(cls, lab: Any, name: str, config: WebConfig, **kwargs: Any) -> "Deployment":
+        """A deployment in ``<lab_dir>/<name>``, its router run as the lab's server account."""
+        return cls(lab.config.lab_dir / name, config,
+                   service_user=lab.config.service_user, **kwargs)
 
     # ------------------------------------------------------------------------- roles
     @property

@@ -110,7 +110,8 @@ def run_experiment(lab: Any, *, kinds: Sequence[str] = tuple(KINDS),
                    percent: int = 10, max_s: float = 60.0, rate_per_s: float = 100.0,
                    check_every_s: float = 2.0, point_s: float = 2.0,
                    judges: Sequence[Any] | None = None, dbname: str = DEFAULT_DBNAME,
-                   workdir: Path | None = None, progress: Callable[[dict], None] | None = None,
+                   workdir_name: str = "canary-experiment",
+                   progress: Callable[[dict], None] | None = None,
                    log_path: Path | None = None) -> list[dict[str, Any]]:
     """``runs`` runs of each release kind (or ``{kind: runs}``), interleaved, under one load."""
     unknown = [k for k in kinds if k not in KINDS]
@@ -120,10 +121,9 @@ def run_experiment(lab: Any, *, kinds: Sequence[str] = tuple(KINDS),
     schedule = [(r, k) for r in range(max(counts.values())) for k in kinds if r < counts[k]]
     judges = list(judges or default_judges())
     work = Workload.create(lab, dbname)
-    workdir = Path(workdir or lab.config.lab_dir / "canary-experiment")
     log = DecisionLog(log_path)
-    dep = Deployment(workdir, WebConfig.from_lab(lab, dbname), warmup=work.requests(),
-                     log=log)
+    dep = Deployment.for_lab(lab, workdir_name, WebConfig.from_lab(lab, dbname),
+                             warmup=work.requests(), log=log)
     rows: list[dict[str, Any]] = []
     try:
         releases = {k: Release.from_worktree(REPO, dep.releases_dir, patch=KINDS[k])
@@ -157,6 +157,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for judge in sorted({r["judge"] for r in rows}):
         for kind in [k for k in KINDS if any(r["kind"] == k for r in rows)]:
             mine = [r for r in rows if r["judge"] == judge and r["kind"] == kind]
+            if not mine:
+                continue
             back = [r for r in mine if r["rolled_back"]]
             times = [r["decision_s"] for r in back]
             out.append({"judge": judge, "kind": kind, "runs": len(mine),

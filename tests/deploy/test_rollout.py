@@ -34,8 +34,7 @@ def site(lab):
     config = WebConfig.from_lab(lab, work.dbname).replace(gates={
         "dsn": lab.leader.dsn(gates_db), "cache_servers": lab.cache_servers, "prefix": suffix})
     log = DecisionLog(lab.config.lab_dir / f"deploy-{suffix}" / "decisions.jsonl")
-    dep = Deployment(lab.config.lab_dir / f"deploy-{suffix}", config, warmup=work.requests(),
-                     log=log)
+    dep = Deployment.for_lab(lab, f"deploy-{suffix}", config, warmup=work.requests(), log=log)
     plain = Release.from_worktree(REPO, dep.releases_dir)
     dep.start(plain)
     yield {"dep": dep, "work": work, "gates": gates, "log": log, "plain": plain}
