@@ -36,12 +36,11 @@ BUCKETS_S = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.01
              0.025, 0.030, 0.040, 0.050, 0.065, 0.080, 0.100, 0.130, 0.160, 0.200, 0.250,
              0.300, 0.400, 0.500, 0.750, 1.0, 2.5, 5.0, 10.0)
 NOT_TRAFFIC = ("/metrics", "/healthz", "/-/release")
-# A worker refreshes its CPU and RSS gauges at most this often (reading /proc costs ~20 us).
+# A worker refreshes its CPU and RSS gauges at most this often (reading them costs ~20 us).
 RESOURCE_EVERY_S = 0.2
 
-# gunicorn settings read from this module (``-c python:labkit_pool_harness``): sync workers,
-# like labkit.web.WebServer. The rest comes from the command line.
-worker_class = "sync"
+# gunicorn reads its hooks from this module (``-c python:labkit_pool_harness``); every other
+# setting comes from the command line (labkit.web.WebServer's).
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -77,8 +76,9 @@ class Measured:
         info = Gauge("labkit_release_info", "The release this pool serves", ["release"],
                      multiprocess_mode="max")
         info.labels(release).set(1)
+        import psutil
         self.pid = os.getpid()
-        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._process = psutil.Process(self.pid)
         self._resources_at = 0.0
         self._headers = [("X-Release", release), ("X-Worker-Pid", str(self.pid))]
         self._update_resources(force=True)
@@ -118,8 +118,7 @@ class Measured:
         self._resources_at = now
         t = os.times()
         self.cpu.set(t.user + t.system)
-        with open("/proc/self/statm") as f:
-            self.rss.set(int(f.read().split()[1]) * self._page)
+        self.rss.set(self._process.memory_info().rss)
 
     def _metrics(self, start_response: Callable) -> list[bytes]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
