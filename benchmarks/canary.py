@@ -105,7 +105,8 @@ def main() -> int:
         print(f"target: a 2x p99 regression detected within 60 s: kayenta {len(within)}/"
               f"{len(lat)} runs")
     unanswered = rows[0]["unanswered_in_experiment"] if rows else 0
-    print(f"requests without an answer during the whole benchmark: {unanswered}")
+    print(f"requests without an answer during the whole benchmark: {unanswered}"
+          + (f" {rows[0]['unanswered_why']}" if unanswered else ""))
     return 0
 
 

@@ -75,7 +75,11 @@ backend {backend}
     balance roundrobin
     option httpchk GET /healthz
     http-check expect status 200
-    default-server inter {check_ms}ms fall 2 rise 1
+    # The probe is there to find a dead pool (refused: fails at once), not a busy one: a sync
+    # worker pool under load answers it late, and a 500 ms limit (the default: the interval)
+    # took production out on a loaded machine, leaving the router nothing but 503s to give.
+    timeout check 10s
+    default-server inter {check_ms}ms fall 3 rise 1
 {servers}
 """
 

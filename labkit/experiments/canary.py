@@ -25,6 +25,7 @@ Release kinds (a patch from ``labkit/deploy/patches`` on the working tree):
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import time
@@ -140,8 +141,10 @@ def run_experiment(lab: Any, *, kinds: Sequence[str] = tuple(KINDS),
                     if progress:
                         progress(row)
         lost = load.unanswered()
+        why = collections.Counter(f"{c.status} {c.error or 'no X-Release'}"[:60] for c in lost)
         for row in rows:
             row["unanswered_in_experiment"] = len(lost)
+            row["unanswered_why"] = dict(why)
     finally:
         dep.stop()
     return rows

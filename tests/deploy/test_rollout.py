@@ -148,6 +148,7 @@ def test_a_good_canary_is_promoted(site):
     assert load.unanswered() == []
     analyses = [e for e in log.events("analysis") if e["release"] == good.name]
     assert analyses and all("shadow" in e for e in analyses)   # the evidence of every verdict
+    assert analyses[-1]["shadow"][0]["decision"] == "pass"     # Instagram's judge passed it too
 
 
 def test_the_gate_gives_a_user_the_same_answer_on_every_request(site):

@@ -27,11 +27,11 @@ class _Backend:
 
     def __init__(self, port: int, name: str, delay_s: float = 0.0) -> None:
         outer = self
+        self.health_delay_s = 0.0
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path != "/healthz":
-                    time.sleep(outer.delay_s)
+                time.sleep(outer.health_delay_s if self.path == "/healthz" else outer.delay_s)
                 body = name.encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -106,6 +106,22 @@ def test_a_slot_can_be_pointed_at_another_port(router):
         assert r.stats()["a"]["addr"] == f"127.0.0.1:{moved.server.server_address[1]}"
     finally:
         moved.close()
+
+
+def test_a_busy_pool_is_not_taken_out_of_service(router):
+    # Found on a loaded machine: production's probe answered after 500 ms (its workers were
+    # busy), HAProxy marked it DOWN and answered 503 itself. A probe finds dead pools only.
+    r, backends = router
+    r.enable("a", weight=100)
+    backends["a"].health_delay_s = 1.0
+    time.sleep(5 * (1.0 + r.check_ms / 1000))          # several slow probes in a row
+    assert r.stats()["a"]["status"].startswith("UP")
+    assert _get(r, 5) == {"a": 5}
+    backends["a"].close()                              # a dead pool is still found
+    deadline = time.monotonic() + 15
+    while r.stats()["a"]["status"].startswith("UP") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.stats()["a"]["status"].startswith("DOWN")
 
 
 def test_drain_waits_for_the_request_in_flight(router):
