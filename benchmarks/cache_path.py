@@ -5,7 +5,8 @@
 Both read the same cached key from the lab's memcached over loopback with a plain
 pymemcache ``Client``; labkit's read adds the key scheme, deserialization and its counters
 (hits, latency). Target: labkit p50 <= 1.3x the raw get. Uses the lab of LABKIT_LAB_DIR
-(started if needed) and a database of its own (``bench_cache``).
+(started if needed) and a database of its own (``bench_cache``, the storage schema with a
+small generated graph).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import labkit as lk
 from labkit.backend import cache as c
+from labkit.backend import datagen, likes, schema
 
 
 def p50_us(fn, reads: int) -> float:
@@ -34,22 +36,22 @@ def main() -> None:
     p.add_argument("--reads", type=int, default=5000)
     args = p.parse_args()
     lab = lk.up()
-    c.reset_database(lab.leader, "bench_cache")
+    schema.create_database(lab.leader, "bench_cache")
     with lab.leader.connect("bench_cache") as conn:
-        c.install(conn)
-        c.seed(conn, media=100)
+        hot = datagen.generate(conn, users=100, likes=2_000, progress=False).hot_media_id
+        count = likes.count(conn, hot)
     db = c.Database(lab.leader.dsn("bench_cache"), size=1)
-    likes = c.CacheAside(c.connect_cache(lab.cache_servers), db, prefix="bench")
+    cached = c.CacheAside(c.connect_cache(lab.cache_servers), db, prefix="bench")
     raw = c.connect_cache(lab.cache_servers)
-    assert likes.like_count(42) == 420          # the miss fills the cache; the rest are hits
-    key = likes.key("likes", 42)
+    assert cached.like_count(hot) == count      # the miss fills the cache; the rest are hits
+    key = cached.key("likes", hot)
     for _ in range(2000):                        # warm both paths
-        likes.like_count(42), raw.get(key)
+        cached.like_count(hot), raw.get(key)
     ratios, ours, theirs = [], [], []
     for run in range(args.runs):
-        likes.stats.reset()
+        cached.stats.reset()
         # Alternate the order so neither path always runs on a warmer CPU.
-        pair = [("labkit", lambda: likes.like_count(42)), ("raw", lambda: raw.get(key))]
+        pair = [("labkit", lambda: cached.like_count(hot)), ("raw", lambda: raw.get(key))]
         if run % 2:
             pair.reverse()
         got = {name: p50_us(fn, args.reads) for name, fn in pair}
@@ -61,10 +63,9 @@ def main() -> None:
     print(f"\nmedian over {args.runs} runs of {args.reads} reads ({os.cpu_count()} cores): "
           f"labkit {statistics.median(ours):.1f} us, raw {statistics.median(theirs):.1f} us, "
           f"ratio {statistics.median(ratios):.2f} (target <= 1.30)")
-    assert likes.stats.misses == 0
+    assert cached.stats.misses == 0
     db.close()
-    c.reset_database(lab.leader, "bench_cache")
-    lab.leader.execute('DROP DATABASE IF EXISTS "bench_cache"')
+    lab.postgres.drop_database("bench_cache")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
     python benchmarks/invalidation_delay.py [--updates 1000] [--rate 200] [--runs 3]
 
-Each update bumps one like counter on the leader (autocommit, one transaction each) at
-``--rate`` updates per second; the service (a separate process reading a logical slot)
-deletes the cached count and records commit timestamp -> delete time. Target: p99 <= 100 ms.
-Uses the lab of LABKIT_LAB_DIR (started if needed) and a database of its own.
+Each update is one like on the leader (``labkit.backend.likes``: like row and counter in one
+transaction, storage schema) at ``--rate`` updates per second; the service (a separate
+process reading a logical slot) deletes the cached count and records commit timestamp ->
+delete time. Target: p99 <= 100 ms. Uses the lab of LABKIT_LAB_DIR (started if needed) and
+a database of its own.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import time
 
 import labkit as lk
 from labkit.backend import cache as c
+from labkit.backend import likes, schema
 from labkit.backend.invalidation import InvalidationService
 
 DB = "bench_invalidation"
 
 
 def one_run(lab, updates: int, rate: float, poll_ms: float) -> tuple[float, float, float]:
-    c.reset_database(lab.leader, DB)
+    schema.create_database(lab.leader, DB)
     with lab.leader.connect(DB) as conn:
-        c.install(conn)
-        c.seed(conn, media=100)
+        fans = [schema.create_user(conn, f"fan{i}").user_id for i in range(updates // 100 + 1)]
+        poster = schema.create_user(conn, "poster").user_id
+        media = [schema.create_media(conn, poster) for _ in range(100)]
     svc = InvalidationService.for_lab(lab, dbname=DB, prefix="bench", poll_ms=poll_ms)
     svc.delays_path.unlink(missing_ok=True)
     svc.start()
@@ -35,10 +38,9 @@ def one_run(lab, updates: int, rate: float, poll_ms: float) -> tuple[float, floa
         with lab.leader.connect(DB) as conn:
             t_next = time.perf_counter()
             for i in range(updates):
-                media_id = 1 + i % 100
-                mc.set(f"bench:likes:{media_id}", b"0")
-                conn.execute("UPDATE media_likes SET count = count + 1 WHERE media_id = %s",
-                             (media_id,))
+                media_id = media[i % 100]
+                mc.set(c.cache_key("bench", "likes", media_id), b"0")
+                likes.like(conn, fans[i // 100], media_id)
                 t_next += 1 / rate
                 time.sleep(max(0.0, t_next - time.perf_counter()))
         svc.wait_for_commits(updates, timeout_s=60)
@@ -68,7 +70,7 @@ def main() -> None:
     print(f"\nmedian over {args.runs} runs ({os.cpu_count()} cores, poll {args.poll_ms} ms): "
           f"p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms "
           f"(target p99 <= 100 ms)")
-    lab.leader.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    lab.postgres.drop_database(DB)
 
 
 if __name__ == "__main__":

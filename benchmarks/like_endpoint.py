@@ -39,9 +39,7 @@ def main() -> int:
     with lab.leader.connect(args.dbname) as conn:
         graph = datagen.generate(conn, users=1_000, likes=20_000, progress=False)
         tokens = [schema.create_user(conn, f"client{i}").token for i in range(200)]
-        fconn = schema.follower_connect(lab.follower, args.dbname, 30)
-        schema.wait_replayed(conn, fconn)
-        fconn.close()
+    lab.follower.wait_replayed(timeout_s=30)
     config = WebConfig.from_lab(lab, args.dbname)
     loads = {"constant": lambda rng: ("GET", "/api/constant"),
              "like": like_requests(tokens, graph.media_ids)}

@@ -62,7 +62,7 @@ def main() -> None:
     with lab.leader.connect(DB) as conn:
         tasks.install(conn)
     print(f"notify_like throughput, {args.tasks} tasks per run, {args.runs} runs "
-          f"(solo pool, acks_late, publisher confirms, one INSERT per task)")
+          f"(solo pool, acks_late, publisher confirms, a push and its record per task)")
     for n_workers in (1, 2):
         rates = [one_run(lab, n_workers, args.tasks) for _ in range(args.runs)]
         print(f"  {n_workers} worker(s): median {statistics.median(rates):7.0f} tasks/s   "

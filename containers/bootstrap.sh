@@ -36,6 +36,13 @@ else
   if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     need+=(python3-venv)
   fi
+  # A C compiler and Python's headers build labkit/speedups (Cython); without them the
+  # pure-Python twins run (slower), and `labkit doctor` says so.
+  command -v gcc >/dev/null || need+=(gcc)
+  if command -v python3 >/dev/null && ! python3 -c 'import os, sysconfig; assert os.path.exists(
+      os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    need+=(python3-dev)
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     need_sudo
@@ -58,13 +65,21 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-# Reinstall only when the package's metadata changed (pip is slow even when nothing is to do).
+# Install the locked versions (containers/requirements.lock, the versions CI tests; regenerate
+# it with `bash containers/lock.sh`), then labkit itself, editable, without resolving anything
+# again. Only when pyproject.toml or the lock changed: pip is slow even when nothing is to do.
+lock=containers/requirements.lock
 stamp=.venv/.labkit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  log "installing labkit and its dependencies into .venv"
+# The stamp is a hash of what the install depends on: pyproject, the lock, and the compiled
+# kernels' sources (an edited .pyx/.c reinstalls, so the extension is rebuilt in place).
+want=$(cat pyproject.toml "$lock" setup.py $(find labkit/speedups -name '*.pyx' -o -name '*.[ch]' ! -name '_*' | sort) \
+       | .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing labkit and its locked dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e .
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
 fi
 # Cassandra runs from Maven Central's jars; resolve them now rather than at the first `up`.
 log "Cassandra jars: $(bash containers/cassandra/resolve.sh)"

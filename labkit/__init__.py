@@ -12,11 +12,11 @@ from typing import Any
 from labkit._proc import ServiceError
 from labkit.config import ConfigError, LabConfig
 from labkit.grading.student import check
-from labkit.lab import Lab
+from labkit.lab import DownReport, Lab
 from labkit.services.postgres import Lag
 
 __all__ = ["Lab", "LabConfig", "Lag", "ServiceError", "ConfigError", "up", "down", "attach",
-           "check"]
+           "reset", "check"]
 __version__ = "0.1.0"
 
 
@@ -33,6 +33,11 @@ def attach(config: LabConfig | None = None, **overrides: Any) -> Lab:
     return Lab.attach(config or LabConfig.load(**overrides))
 
 
-def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any) -> None:
-    """Stop every server of the lab; ``purge=True`` deletes its data too."""
-    Lab(config or LabConfig.load(**overrides)).down(purge=purge)
+def down(config: LabConfig | None = None, purge: bool = False, **overrides: Any) -> DownReport:
+    """Stop every server of the lab; ``purge=True`` deletes its data too (what the lab made)."""
+    return Lab(config or LabConfig.load(**overrides)).down(purge=purge)
+
+
+def reset(config: LabConfig | None = None, **overrides: Any) -> list[str]:
+    """Put the running lab back to its starting state (see ``Lab.reset``); what was done."""
+    return Lab.attach(config or LabConfig.load(**overrides)).reset()

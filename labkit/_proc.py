@@ -2,7 +2,9 @@
 
 Servers start in a session of their own so they outlive the process that started them (a
 notebook kernel that restarts, a CLI call that ends). Each is remembered by pid *and* start
-time, so a later ``down`` from any process never signals a pid the OS has reused.
+time, so a later ``down`` from any process never signals a pid the OS has reused. Each also
+carries its lab's id in its environment (``LABKIT_LAB_ID``, inherited by whatever it starts),
+which is how the sweep finds strays: by that marker only, never by a working directory.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from typing import Callable, Iterable, Mapping
 import psutil
 
 
-# Set in every server's environment (and so inherited by whatever it spawns) to find strays.
+# Set in every spawned process's environment, and so inherited by whatever it starts: the id
+# of the lab whose directory holds its working directory (what the sweep and `reset` match),
+# the name it was spawned under (a server's, or a helper's), and its working directory.
+LAB_ID_ENV = "LABKIT_LAB_ID"
+PROCESS_ENV = "LABKIT_PROCESS"
 SERVER_DIR_ENV = "LABKIT_SERVER_DIR"
 
 
@@ -104,14 +110,19 @@ def own(path: Path, user: str | None) -> None:
 
 
 def check_reachable(path: Path, user: str | None) -> None:
-    """Fail early, with the fix, when ``user`` cannot traverse to ``path``."""
+    """Fail early, with the fix, when ``user`` cannot traverse to ``path`` (and into it).
+
+    Never changes a mode itself: the directories on the way are not the lab's.
+    """
     if user is None:
         return
-    for parent in [*reversed(path.parents)]:
-        if parent.exists() and not os.stat(parent).st_mode & 0o001:
+    for d in [*reversed(path.parents), path]:
+        if d.exists() and not os.stat(d).st_mode & 0o001:
             raise ServiceError(
-                f"the lab directory {path} is inside {parent}, which the unprivileged account "
-                f"{user!r} cannot enter; use a lab_dir outside it, e.g. "
+                f"the unprivileged account {user!r} that runs the servers cannot enter {d} "
+                f"(mode {os.stat(d).st_mode & 0o777:o}), on the way to the lab directory {path}; "
+                f"labkit never changes the mode of a directory it did not create. Fix: "
+                f"`chmod o+x {d}`, or use a lab_dir that labkit creates itself, e.g. "
                 f"LABKIT_LAB_DIR=/var/lib/labkit/lab (the default when running as root)"
             )
 
@@ -179,12 +190,21 @@ def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
 
 def spawn(name: str, cmd: list[str], *, cwd: Path, log_path: Path, user: str | None,
           env: Mapping[str, str] | None = None) -> Proc:
-    """Start ``cmd`` as a detached server (own session, stdout/stderr to ``log_path``)."""
+    """Start ``cmd`` as a detached server (own session, stdout/stderr to ``log_path``).
+
+    When ``cwd`` is inside a lab directory, the process carries that lab's marker
+    (``LABKIT_LAB_ID``) so ``down`` finds it, and anything it starts, even after a crash.
+    """
+    from labkit._labdir import find_lab  # (_labdir imports this module)
     exe = cmd[0]
     if not (Path(exe).exists() or shutil.which(exe)):
         raise ServiceError(f"{exe} not found; {install_hint(name)}")
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                "LC_ALL": "C.UTF-8", SERVER_DIR_ENV: str(cwd.resolve()), **(env or {})}
+                "LC_ALL": "C.UTF-8", SERVER_DIR_ENV: str(cwd.resolve()), PROCESS_ENV: name,
+                **(env or {})}
+    lab = find_lab(cwd)
+    if lab is not None:
+        full_env[LAB_ID_ENV] = lab[1].lab_id
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         own(log_path, user)
@@ -220,7 +240,8 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
                procs: Iterable[Proc] = (), log_path: Path | None = None) -> float:
     """Poll ``check`` (a real protocol round trip) until it passes; return the seconds waited.
 
-    Fails fast, with the server's log tail, when one of ``procs`` dies while we wait.
+    Fails fast, with the server's log tail, when one of ``procs`` dies while we wait, and at
+    once when ``check`` raises ServiceError (it knows that waiting cannot help).
     """
     t0 = time.monotonic()
     delay = 0.02
@@ -228,6 +249,8 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
         try:
             if check():
                 return time.monotonic() - t0
+        except ServiceError:
+            raise
         except Exception:  # not ready yet: connection refused, starting up, ...
             pass
         dead = [p for p in procs if not p.alive()]
@@ -245,33 +268,55 @@ def log_tail(log_path: Path | None, lines: int = 15) -> str:
     return f"\nLast lines of {log_path}:\n  " + "\n  ".join(tail)
 
 
-def sweep(lab_dir: Path) -> list[int]:
-    """Kill every process left over from ``lab_dir``'s servers.
+def marked_processes(lab_id: str) -> list[psutil.Process]:
+    """Every process that carries ``LABKIT_LAB_ID=<lab_id>`` (but never this one or its parents).
 
-    The safety net behind ``down``: it finds servers whose state was lost (the starter was
-    killed before writing it) and helpers that daemonized away from their parent (epmd,
-    erl_child_setup). A process belongs to the lab when its working directory is inside
-    ``lab_dir`` or it inherited the ``LABKIT_SERVER_DIR`` marker that ``spawn`` sets.
+    The marker is set by ``spawn`` and inherited, so servers, helpers and what they started
+    (epmd daemonized by Erlang, erl_child_setup, gunicorn workers) all carry it.
     """
-    root = str(lab_dir.resolve())
-
-    def inside(path: str) -> bool:
-        return path == root or path.startswith(root + os.sep)
-
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
     found = []
-    for p in psutil.process_iter(["pid", "cwd"]):
-        if p.pid == os.getpid():
+    for p in psutil.process_iter():
+        if p.pid in spared:
             continue
         try:
-            mine = inside(p.info.get("cwd") or "") or inside(p.environ().get(SERVER_DIR_ENV, ""))
+            if p.environ().get(LAB_ID_ENV) == lab_id:
+                found.append(p)
         except psutil.Error:  # gone, or another user's process we may not look into
             continue
-        if mine:
-            found.append(p)
+    return found
+
+
+def sweep(lab_dir: Path) -> list[int]:
+    """Kill every process left over from ``lab_dir``'s lab; return their pids.
+
+    The safety net behind ``down``: it finds servers whose state was lost (the starter was
+    killed before writing it, the state file is damaged) and helpers that daemonized away
+    from their parent (epmd, erl_child_setup). A process belongs to the lab only when it
+    carries the lab's marker (``LABKIT_LAB_ID``, the id in ``lab_dir``'s marker file); a
+    working directory inside ``lab_dir`` proves nothing (a user's shell may sit there).
+    An unmarked ``lab_dir`` is refused.
+    """
+    from labkit._labdir import MARKER, read_marker  # (_labdir imports this module)
+    marker = read_marker(lab_dir)
+    if marker is None:
+        raise ServiceError(f"refusing to sweep processes of {lab_dir}: it has no lab marker "
+                           f"({MARKER}); only a lab directory's own processes are ever stopped")
+    found = marked_processes(marker.lab_id)
     _signal_all(found, signal.SIGCONT)
     _signal_all(found, signal.SIGKILL)
     psutil.wait_procs(found, timeout=5)
     return [p.pid for p in found]
+
+
+def stop_all(procs: list[psutil.Process], timeout_s: float = 10.0) -> None:
+    """SIGTERM ``procs`` (continuing paused ones), then SIGKILL what is left after ``timeout_s``."""
+    _signal_all(procs, signal.SIGTERM)
+    _signal_all(procs, signal.SIGCONT)
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    _signal_all(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
 
 
 # -------------------------------------------------------------------------- install hints

@@ -1,8 +1,9 @@
-"""The `labkit` command: up, status, down, doctor, env, jupyter.
+"""The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
     labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--jupyter]
     labkit status
     labkit env
+    labkit reset [--yes]
     labkit down [--purge]
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
@@ -19,10 +20,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from labkit._proc import ServiceError, package_for
-from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, LabConfig
+from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, ConfigWarning, LabConfig
 from labkit.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,18 +39,26 @@ def _config(args: argparse.Namespace) -> LabConfig:
                           lab_dir=getattr(args, "lab_dir", None))
 
 
+def jupyter_dir() -> Path:
+    """Where JupyterLab opens: the repository root in a checkout (so ``notebooks/`` and
+    ``exercises/`` are both reachable), else the current directory."""
+    if (REPO / "pyproject.toml").is_file() and (REPO / "notebooks").is_dir():
+        return REPO
+    return Path.cwd()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab.up(_config(args))
     print(lab.topology())
     if args.jupyter:
-        notebooks = REPO / "notebooks"
+        root = jupyter_dir()
         env = {**os.environ, **lab.env()}
-        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}"]
+        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={root}"]
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         if args.no_browser:
             cmd.append("--no-browser")
-        print(f"\nopening JupyterLab on {notebooks} (stop it with Ctrl-C; the lab keeps running)")
+        print(f"\nopening JupyterLab on {root} (stop it with Ctrl-C; the lab keeps running)")
         return subprocess.call(cmd, env=env)
     return 0
 
@@ -61,6 +71,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     rows = lab.health()
     print(f"lab {lab.config.lab_dir}\n{lab.status_table(rows)}")
+    notes = lab.warnings()
+    if notes:
+        print("\nnot as `labkit up` left it:\n" + "\n".join(f"  - {n}" for n in notes))
     return 0 if all(r["ok"] for r in rows) else 1
 
 
@@ -76,11 +89,36 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    swept = Lab(cfg).down(purge=args.purge)
-    print(f"lab {cfg.lab_dir} is down" + (" and its data deleted" if args.purge else ""))
-    if swept:
-        print(f"(also stopped {len(swept)} stray process(es): {', '.join(map(str, swept))})")
+    report = Lab(_config(args)).down(purge=args.purge)
+    print("\n".join(report.lines()))
+    return 0
+
+
+RESET_HELP = ("put the running lab back to its starting state: stop helper processes "
+              "(invalidation services, Celery workers, web servers started from notebooks), "
+              "follower delays to 0, synchronous_commit to the configured default, DROP every "
+              "database except postgres/template0/template1 and every logical replication "
+              "slot, DELETE every queue in the lab's RabbitMQ vhost, flush memcached. The "
+              "servers keep running; asks first (--yes when stdin is not a terminal)")
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    lab = Lab.attach(_config(args))
+    plan = lab.reset(dry_run=True)
+    if not plan:
+        print(f"lab {lab.config.lab_dir} is in its starting state: nothing to reset")
+        return 0
+    print(f"labkit reset of lab {lab.config.lab_dir} will:\n" + "\n".join(f"  - {p}" for p in plan))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("labkit reset: stdin is not a terminal, so nobody can confirm; run "
+                  "`labkit reset --yes` to go ahead. Nothing was changed.", file=sys.stderr)
+            return 2
+        if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing was changed")
+            return 1
+    done = lab.reset()
+    print("done:\n" + "\n".join(f"  - {d}" for d in done))
     return 0
 
 
@@ -157,6 +195,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"{'binary':<15} {'status':<7} {'found':<28} needed")
     for what, ok, found, needed in checks:
         print(f"{what:<15} {'ok' if ok else 'MISSING':<7} {found:<28} {needed}")
+    _print_speedups()
     missing = [what for what, ok, *_ in checks if not ok]
     if missing:
         debs = sorted({package_for(w)[0] for w in missing})
@@ -167,6 +206,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
     return 0
+
+
+def _print_speedups() -> None:
+    """Which implementation of each hot kernel runs (compiled or pure Python), and why.
+
+    Not a failure when pure: the lab works without a C compiler, only slower.
+    """
+    from labkit import speedups
+    print(f"\n{'kernel':<15} {'active':<7} why")
+    for s in speedups.status():
+        c = "; plain-C variant built" if s.c_available else ""
+        print(f"{s.kernel:<15} {s.active:<7} {s.reason}{c}")
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -265,24 +316,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
     p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
-    p.add_argument("--jupyter", action="store_true", help="then open JupyterLab on notebooks/")
+    p.add_argument("--jupyter", action="store_true",
+                   help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")
     p.set_defaults(func=cmd_up)
     sub.add_parser("status", help="health, version, address and lag of every server"
                    ).set_defaults(func=cmd_status)
     sub.add_parser("env", help="connection settings as export lines").set_defaults(func=cmd_env)
-    p = sub.add_parser("down", help="stop every server of the lab")
-    p.add_argument("--purge", action="store_true", help="also delete the lab's data")
+    p = sub.add_parser("reset", help=RESET_HELP, description=RESET_HELP)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_reset)
+    p = sub.add_parser("down", help="stop every server and helper process of the lab")
+    p.add_argument("--purge", action="store_true",
+                   help="also delete the lab's data (only what the lab made in its directory)")
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
     _add_experiment_parsers(sub)
     _add_grading_parsers(sub)
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_config_warning
     try:
         return args.func(args)
     except (ServiceError, ConfigError) as e:
         print(f"labkit {args.command}: {e}", file=sys.stderr)
         return 2
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_config_warning(message, category, *args, **kwargs) -> None:
+    """A ConfigWarning reads as `labkit: warning: ...`, without a source line."""
+    if issubclass(category, ConfigWarning):
+        print(f"labkit: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, *args, **kwargs)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,14 @@ Precedence, highest first: an argument to ``LabConfig.load(...)`` > a ``LABKIT_<
 environment variable > a key in ``lab.toml`` > the default below. Building blocks never read
 the environment themselves; they are handed a ``LabConfig``.
 
+Every field is checked by type and range (pydantic does the checking: ``followers = 1.7`` or
+``host = 127`` is an error, never silently coerced). A bad value raises ``ConfigError`` naming
+the key, where the value came from (an argument, which ``LABKIT_*`` variable, which TOML file)
+and what to put there instead. A ``LABKIT_*`` variable that is no setting warns
+(``ConfigWarning``); a ``LABKIT_CONFIG`` naming a missing file is an error, because running on
+with the defaults would act on another lab than the one the user pointed at (``labkit down
+--purge`` included).
+
 >>> cfg = LabConfig.load(followers=2)
 >>> cfg.followers
 2
@@ -11,12 +19,19 @@ the environment themselves; they are handed a ``LabConfig``.
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import ipaddress
 import os
+import pwd
+import re
 import shutil
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 try:  # Python 3.11+
     import tomllib
@@ -28,9 +43,21 @@ DEFAULT_SERVICES = ("postgres", "memcached", "rabbitmq")
 CASSANDRA_TOPOLOGIES = ("single", "ring", "regions")
 SYNCHRONOUS_COMMIT_MODES = ("off", "local", "remote_apply")
 
+ENV_PREFIX = "LABKIT_"
+# LABKIT_* variables that are the lab's own and no setting: LABKIT_CONFIG, the markers `spawn`
+# puts in every server's environment, what the grader hands its kernels, and what `labkit env`
+# prints (tests/test_config.py checks that every LABKIT_* name of `Lab.env()` is covered).
+LAB_VARIABLES = re.compile(
+    r"LABKIT_(CONFIG|LAB_ID|SERVER_DIR|PROCESS|GRADE(_\w+)?|LEADER_DSN|FOLLOWER\d+_DSN"
+    r"|MEMCACHED_SERVERS|BROKER_URL|CQLSH_CREDENTIALS|CASSANDRA_(?!HEAP_MB$)[A-Z0-9_]+)")
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and how to fix it."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration input is ignored (an unknown ``LABKIT_*`` variable)."""
 
 
 def _default_lab_dir() -> Path:
@@ -72,7 +99,15 @@ def _find_rabbitmq_server() -> str:
     return shutil.which("rabbitmq-server") or "rabbitmq-server"
 
 
-@dataclass(frozen=True)
+def _hint(text: str) -> Any:
+    """Field metadata: what the setting is and which values it takes (used in every error)."""
+    return Field(description=text)
+
+
+Program = Annotated[str, Field(min_length=1, description="a program name or path")]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class LabConfig:
     """Everything the lab needs to know, built once and passed down.
 
@@ -80,56 +115,141 @@ class LabConfig:
     ('memcached',)
     """
 
-    lab_dir: Path = field(default_factory=_default_lab_dir)
-    cache_dir: Path = field(default_factory=_default_cache_dir)
-    services: tuple[str, ...] = DEFAULT_SERVICES
-    followers: int = 1
-    memcached_instances: int = 1
-    memcached_memory_mb: int = 64
+    lab_dir: Annotated[Path, _hint(
+        "the lab's own directory (new or empty at the first `up`, which marks it)")] = field(
+        default_factory=_default_lab_dir)
+    cache_dir: Annotated[Path, _hint("a directory for downloads (Cassandra's jars)")] = field(
+        default_factory=_default_cache_dir)
+    services: Annotated[tuple[str, ...], _hint(
+        f"servers to start: some of {', '.join(ALL_SERVICES)} (a TOML list, or "
+        "comma-separated in LABKIT_SERVICES)")] = DEFAULT_SERVICES
+    followers: Annotated[int, Field(ge=0, le=8, description=(
+        "PostgreSQL followers: a whole number, choose 0 to 8 followers"))] = 1
+    memcached_instances: Annotated[int, Field(ge=1, le=16, description=(
+        "memcached instances: a whole number, choose 1 to 16"))] = 1
+    memcached_memory_mb: Annotated[int, Field(ge=8, le=65536, description=(
+        "memory per memcached instance in MB: a whole number from 8 to 65536"))] = 64
     # 0 lets the OS pick free ports; otherwise ports are taken from here upwards, skipping busy ones.
-    port_base: int = 0
-    host: str = "127.0.0.1"
+    port_base: Annotated[int, _hint(
+        "first port to try: choose 1024..65000, or 0 for any free port")] = 0
+    host: Annotated[str, _hint(
+        "the address servers bind to: loopback only, 127.0.0.1 (or another 127.x.y.z)")] = (
+        "127.0.0.1")
     # Account the servers run under when labkit runs as root.
-    service_user: str = "labkit"
-    synchronous_commit: str = "local"
-    startup_timeout_s: float = 120.0
-    pg_bin_dir: str = field(default_factory=_find_pg_bin_dir)
-    memcached_bin: str = field(default_factory=lambda: shutil.which("memcached") or "memcached")
-    rabbitmq_server_bin: str = field(default_factory=_find_rabbitmq_server)
-    epmd_bin: str = field(default_factory=lambda: shutil.which("epmd") or "epmd")
+    service_user: Annotated[str, _hint(
+        "the unprivileged account servers run under when labkit runs as root (created when "
+        "missing); never root")] = "labkit"
+    synchronous_commit: Annotated[str, _hint(
+        f"how leader commits wait: choose one of {', '.join(SYNCHRONOUS_COMMIT_MODES)}")] = (
+        "local")
+    startup_timeout_s: Annotated[float, Field(gt=0, le=3600, description=(
+        "seconds a server may take to start: more than 0, at most 3600"))] = 120.0
+    pg_bin_dir: Annotated[str, Field(min_length=1, description=(
+        "the directory of PostgreSQL 15's server binaries (postgres, initdb)"))] = field(
+        default_factory=_find_pg_bin_dir)
+    memcached_bin: Program = field(
+        default_factory=lambda: shutil.which("memcached") or "memcached")
+    rabbitmq_server_bin: Program = field(default_factory=_find_rabbitmq_server)
+    epmd_bin: Program = field(default_factory=lambda: shutil.which("epmd") or "epmd")
     # Cassandra joins the lab when a topology is named (or "cassandra" is among the services).
-    cassandra: str = ""
-    cassandra_heap_mb: int = 512
-    java_bin: str = "java"
-    mvn_bin: str = "mvn"
+    cassandra: Annotated[str, _hint(
+        f"Cassandra topology: empty for none, or one of {', '.join(CASSANDRA_TOPOLOGIES)}")] = ""
+    cassandra_heap_mb: Annotated[int, Field(ge=256, le=65536, description=(
+        "heap per Cassandra node in MB: a whole number from 256 to 65536"))] = 512
+    java_bin: Program = "java"
+    mvn_bin: Program = "mvn"
+
+    # -- checks beyond type and range (each error says what to choose) -----------------------
+    @field_validator("followers", "memcached_instances", "memcached_memory_mb", "port_base",
+                     "startup_timeout_s", "cassandra_heap_mb", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # pydantic's lax mode would read true as 1
+            raise ValueError("a number is needed, not true/false")
+        return v
+
+    @field_validator("lab_dir", "cache_dir", mode="before")
+    @classmethod
+    def _path(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if not v.strip():  # Path("") is the working directory: never a lab's by accident
+                raise ValueError("an empty path")
+            return Path(v).expanduser()
+        return v.expanduser() if isinstance(v, Path) else v
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(s.strip() for s in v.split(",") if s.strip())
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in v if s not in ALL_SERVICES]
+        if unknown:
+            raise ValueError(f"unknown service(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(ALL_SERVICES)}")
+        if not v:
+            raise ValueError(f"no service named; choose from {', '.join(ALL_SERVICES)}")
+        return tuple(dict.fromkeys(v))
+
+    @field_validator("port_base")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if v and not 1024 <= v <= 65000:
+            raise ValueError(f"port {v} is out of range; choose 1024..65000, or 0 for any free port")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        try:
+            loopback = ipaddress.IPv4Address(v).is_loopback
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address; the lab binds to loopback only "
+                             "(127.0.0.x)") from None
+        if not loopback:
+            raise ValueError(f"{v} is not a loopback address; the lab binds to loopback only "
+                             "(127.0.0.x)")
+        return v
+
+    @field_validator("service_user")
+    @classmethod
+    def _unprivileged(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+            raise ValueError(f"{v!r} is not an account name (lower-case letters, digits, _ and -)")
+        try:
+            uid = pwd.getpwnam(v).pw_uid
+        except KeyError:
+            uid = None  # created at `up` when labkit runs as root
+        if v == "root" or uid == 0:
+            raise ValueError(f"{v!r} is a root account; servers never run as root")
+        return v
+
+    @field_validator("synchronous_commit")
+    @classmethod
+    def _sync_mode(cls, v: str) -> str:
+        if v not in SYNCHRONOUS_COMMIT_MODES:
+            raise ValueError(f"{v!r}: choose one of {', '.join(SYNCHRONOUS_COMMIT_MODES)}")
+        return v
+
+    @field_validator("cassandra")
+    @classmethod
+    def _topology(cls, v: str) -> str:
+        if v and v not in CASSANDRA_TOPOLOGIES:
+            raise ValueError(f"{v!r}: choose a topology from {', '.join(CASSANDRA_TOPOLOGIES)}")
+        return v
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.services if s not in ALL_SERVICES]
-        if unknown:
-            raise ConfigError(
-                f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
-            )
-        if self.cassandra and self.cassandra not in CASSANDRA_TOPOLOGIES:
-            raise ConfigError(f"cassandra={self.cassandra!r}: choose a topology from "
-                              f"{', '.join(CASSANDRA_TOPOLOGIES)}")
+        # Cassandra is asked for either way: by service name, or by naming a topology.
         if "cassandra" in self.services and not self.cassandra:
             object.__setattr__(self, "cassandra", "single")
         if self.cassandra and "cassandra" not in self.services:
             object.__setattr__(self, "services", (*self.services, "cassandra"))
-        if not 0 <= self.followers <= 8:
-            raise ConfigError(f"followers={self.followers}: choose 0 to 8 followers")
-        if not 1 <= self.memcached_instances <= 16:
-            raise ConfigError(f"memcached_instances={self.memcached_instances}: choose 1 to 16")
-        if self.synchronous_commit not in SYNCHRONOUS_COMMIT_MODES:
-            raise ConfigError(
-                f"synchronous_commit={self.synchronous_commit!r}: choose one of "
-                f"{', '.join(SYNCHRONOUS_COMMIT_MODES)}"
-            )
-        if not self.host.startswith("127."):
-            raise ConfigError(f"host={self.host!r}: the lab binds to loopback only (127.0.0.x)")
-        if self.port_base and not 1024 <= self.port_base <= 65000:
-            raise ConfigError(f"port_base={self.port_base}: choose 1024..65000, or 0 for any free port")
 
+    # -- public API --------------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
         return self.lab_dir / "state.json"
@@ -139,53 +259,126 @@ class LabConfig:
              environ: Mapping[str, str] | None = None, **overrides: Any) -> "LabConfig":
         """Build the config: ``overrides`` > ``LABKIT_*`` environment > ``lab.toml`` > defaults.
 
-        ``lab.toml`` is looked up at ``toml_path``, else ``$LABKIT_CONFIG``, else ``./lab.toml``.
-        Its keys are the field names, at top level or under a ``[lab]`` table.
+        ``lab.toml`` is read from ``toml_path``, else ``$LABKIT_CONFIG`` (both must exist), else
+        ``./lab.toml`` if there is one. Its keys are the field names, at top level or under a
+        ``[lab]`` table.
         """
         environ = os.environ if environ is None else environ
-        path = Path(toml_path or environ.get("LABKIT_CONFIG") or "lab.toml")
+        known = [f.name for f in fields(cls)]
         values: dict[str, Any] = {}
-        if path.is_file():
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-            values.update(data.get("lab", data))
-        for f in fields(cls):
-            env_value = environ.get(f"LABKIT_{f.name.upper()}")
-            if env_value is not None and env_value != "":
-                values[f.name] = env_value
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)} (from {path if path.is_file() else 'arguments'});"
-                f" known settings: {', '.join(sorted(known))}"
-            )
-        return cls(**{k: _coerce(cls, k, v) for k, v in values.items() if k in known})
+        origins: dict[str, str] = {}
+        path = _toml_path(toml_path, environ)
+        if path is not None:
+            for name, value in _read_toml(path).items():
+                if name not in known:
+                    raise ConfigError(f"unknown setting {name!r} in {path}{_did_you_mean(name, known)}; "
+                                      f"known settings: {', '.join(sorted(known))}")
+                values[name], origins[name] = value, str(path)
+        for var, value in environ.items():
+            if not var.startswith(ENV_PREFIX):
+                continue
+            name = var[len(ENV_PREFIX):].lower()
+            if name in known:
+                if value != "":
+                    values[name], origins[name] = value, var
+            elif not LAB_VARIABLES.fullmatch(var):
+                warnings.warn(
+                    f"environment variable {var} is not a labkit setting and is ignored"
+                    f"{_did_you_mean(name, known, prefix=ENV_PREFIX)}; settings are "
+                    f"{ENV_PREFIX}<NAME> for NAME in {', '.join(n.upper() for n in known)}",
+                    ConfigWarning, stacklevel=2)
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r} (argument)"
+                                  f"{_did_you_mean(name, known)}; known settings: "
+                                  f"{', '.join(sorted(known))}")
+            values[name], origins[name] = value, "argument"
+        return cls._validated(values, origins)
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any], origins: dict[str, str]) -> "LabConfig":
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ConfigError(_explain(cls, e, values, origins)) from None
 
     def replace(self, **changes: Any) -> "LabConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (checked like arguments to ``load``)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = sorted(set(changes) - set(current))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} (argument to replace); "
+                              f"known settings: {', '.join(sorted(current))}")
+        return self._validated({**current, **changes},
+                               {name: "argument to replace()" for name in changes})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (str(v) if isinstance(v, Path) else v)
                 for f in fields(self) for v in [getattr(self, f.name)]}
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Turn a string from the environment (or a TOML value) into the field's type."""
-    default = {f.name: f for f in fields(cls)}[name]
-    kind = default.type if isinstance(default.type, str) else getattr(default.type, "__name__", "")
+# ------------------------------------------------------------------------------- loading
+
+def _toml_path(toml_path: str | os.PathLike | None, environ: Mapping[str, str]) -> Path | None:
+    """The TOML file to read: an explicit path or $LABKIT_CONFIG must exist; ./lab.toml may."""
+    if toml_path is not None:
+        path, source = Path(toml_path), "the toml_path argument"
+    elif environ.get("LABKIT_CONFIG"):
+        path, source = Path(environ["LABKIT_CONFIG"]).expanduser(), "LABKIT_CONFIG"
+    else:
+        path = Path("lab.toml")
+        return path if path.is_file() else None
+    if not path.is_file():
+        raise ConfigError(
+            f"{source} names {path}, which is not a file; create it, fix the path, or "
+            f"{'unset LABKIT_CONFIG' if source == 'LABKIT_CONFIG' else 'pass None'} "
+            "to use ./lab.toml and the defaults")
+    return path
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        if kind == "Path":
-            return Path(value).expanduser()
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                return tuple(s.strip() for s in value.split(",") if s.strip())
-            return tuple(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"setting {name}={value!r} is not a valid {kind}: {e}") from None
-    return value
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}; fix that line "
+                          "(syntax: https://toml.io)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}; fix its permissions or "
+                          "point LABKIT_CONFIG elsewhere") from None
+    table = data.get("lab", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: `lab` must be a table ([lab]) of settings")
+    if table is not data and set(data) - {"lab"}:
+        extra = ", ".join(sorted(set(data) - {"lab"}))
+        raise ConfigError(f"unknown setting(s) {extra} in {path}, outside [lab]; "
+                          "put every setting under [lab] (or none)")
+    return table
+
+
+def _did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
+
+
+def _explain(cls: type, error: ValidationError, values: dict[str, Any],
+             origins: dict[str, str]) -> str:
+    """One line per bad value: the key and value, where it came from, what is wrong, the fix."""
+    hints = {name: (f.description or "") for name, f in cls.__pydantic_fields__.items()}
+    lines = []
+    for err in error.errors():
+        name = str(err["loc"][0]) if err["loc"] else ""
+        value = values.get(name, err.get("input"))
+        origin = origins.get(name, "default")
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        if origin.startswith(ENV_PREFIX):
+            where, fix = f"{origin}={value!r} (environment variable)", f"set or unset {origin}"
+        elif origin in ("argument", "argument to replace()", "default"):
+            where, fix = f"{name}={value!r} ({origin})", "pass another value"
+        else:
+            where, fix = f"{name} = {value!r} in {origin}", f"edit {origin}"
+        lines.append(f"{where}: {msg}. {name}: {hints.get(name, '')}; {fix}.")
+    return "bad setting" + ("s:\n  " if len(lines) > 1 else ": ") + "\n  ".join(lines)

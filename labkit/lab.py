@@ -2,8 +2,10 @@
 
 The state file (``<lab_dir>/state.json``) records every server's pid, start time, ports and
 credentials, so a restarted notebook kernel, the ``labkit`` CLI and a test process all get the
-same servers. ``down`` stops what the state file lists and then sweeps the lab directory for
-anything left (servers of a starter killed with ``kill -9`` before it wrote the state).
+same servers. ``down`` stops what the state file lists and then sweeps for anything left that
+carries the lab's marker (servers of a starter killed with ``kill -9`` before it wrote the
+state, or every server when the state file is damaged). The lab owns only what it made: see
+``labkit._labdir`` for the marker, and what ``down`` and ``down --purge`` refuse.
 
 >>> import labkit as lk
 >>> lab = lk.up(services=("memcached",))      # doctest: +SKIP
@@ -17,24 +19,75 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import secrets
-import shutil
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from labkit._proc import PortAllocator, ServiceError, service_account, sweep, wait_ready
+import psutil
+
+from labkit import _labdir
+from labkit._proc import (LAB_ID_ENV, PROCESS_ENV, PortAllocator, ServiceError,
+                          marked_processes, service_account, stop_all, sweep, wait_ready)
 from labkit.config import ALL_SERVICES, LabConfig
-from labkit.services.cassandra import Cassandra
+from labkit.services.cassandra import Cassandra, CassandraCredentials
 from labkit.services.memcached import Memcached
 from labkit.services.postgres import Postgres, PostgresServer
 from labkit.services.rabbitmq import RabbitMQ
 
 STATE_VERSION = 1
+
+
+class StateError(ServiceError):
+    """The lab's state file cannot be used; the message gives the fix (``labkit down``)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+@dataclass
+class DownReport:
+    """What ``Lab.down`` did, for the CLI to say."""
+
+    lab_dir: Path
+    purge: bool
+    nothing: str = ""          # why there was nothing to do (no lab in the directory)
+    damaged: str = ""          # why the state file could not be used
+    stopped: list[str] = field(default_factory=list)
+    swept: list[int] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        if self.nothing:
+            return [f"no lab in {self.lab_dir} ({self.nothing}): nothing to stop"
+                    + (" or delete" if self.purge else "")]
+        out = []
+        if self.damaged:
+            out.append(f"the lab's files could not say what runs ({self.damaged}); stopped "
+                       f"instead every process carrying this lab's marker ({LAB_ID_ENV}): "
+                       f"{len(self.swept)} process(es){_pids(self.swept)}")
+        out.append(f"lab {self.lab_dir} is down"
+                   + (f" (stopped {', '.join(self.stopped)})" if self.stopped else ""))
+        if self.swept and not self.damaged:
+            out.append(f"(also stopped {len(self.swept)} stray process(es) carrying the lab's "
+                       f"marker{_pids(self.swept)})")
+        out += self.problems
+        if self.purge:
+            out.append("deleted the lab's data: " + (", ".join(self.deleted) or "there was none"))
+            if self.kept:
+                out.append(f"left in place (the lab did not make them): {', '.join(self.kept)}")
+        return out
+
+
+def _pids(pids: list[int]) -> str:
+    return f": pid {', '.join(map(str, pids))}" if pids else ""
 
 
 class Lab:
@@ -60,11 +113,11 @@ class Lab:
         """Start the configured servers, reusing any that already run; idempotent."""
         config = config or LabConfig.load()
         lab = cls(config)
-        with lab._locked():
+        with lab._locked(claim=True):
             state = lab._read_state()
             wanted = [s for s in ALL_SERVICES
                       if s in config.services or s in state.get("services", {})]
-            lab._build(wanted, state)
+            lab._build_from(wanted, state)
             lab._start_missing(progress=progress)
         return lab
 
@@ -77,27 +130,154 @@ class Lab:
         if not state.get("services"):
             raise ServiceError(f"no lab is running in {config.lab_dir}; start one with "
                                "`labkit up` or `lk.up()`")
-        lab._build(list(state["services"]), state)
+        lab._build_from(list(state["services"]), state)
         return lab
 
-    def down(self, purge: bool = False, *, progress: bool = True) -> list[int]:
-        """Stop every server of this lab; return the pids the final sweep had to kill.
+    def down(self, purge: bool = False, *, progress: bool = True) -> DownReport:
+        """Stop every server and helper of this lab; say what was done.
 
-        ``purge=True`` also deletes the data (databases, queues, credentials).
+        ``purge=True`` also deletes the data (databases, queues, credentials): the files and
+        directories the lab made, by name, and nothing else. A directory that is not a lab's
+        (no marker, yet files in it), ``/``, a home, or one holding the working directory is
+        refused. A damaged state file is no obstacle: every process carrying the lab's marker
+        is stopped instead.
         """
+        report = DownReport(self.config.lab_dir, purge)
+        if _labdir.for_down(self.config.lab_dir, purge) is None:
+            report.nothing = ("it does not exist" if not self.config.lab_dir.exists()
+                              else "it is empty")
+            return report
         with self._locked():
-            state = self._read_state()
-            if state.get("services"):
-                self._build(list(state["services"]), state)
-            self._in_parallel("stopping", self._services(), lambda svc: svc.stop(), progress)
-            swept = sweep(self.config.lab_dir)
+            try:
+                state = self._read_state()
+                if state.get("services"):
+                    self._build_from(list(state["services"]), state, create_secrets=False)
+            except StateError as e:
+                report.damaged = e.why
+                self.postgres, self.memcached, self.rabbitmq, self.cassandra = None, [], None, None
+            report.stopped = [getattr(svc, "name", svc.kind) for svc in self._services()]
+            try:
+                self._in_parallel("stopping", self._services(), lambda svc: svc.stop(), progress)
+            except ServiceError as e:  # the sweep below still stops whatever is left
+                report.problems.append(str(e))
+            report.swept = sweep(self.config.lab_dir)
             self.config.state_file.unlink(missing_ok=True)
             self.postgres, self.memcached, self.rabbitmq, self.cassandra = None, [], None, None
             if purge:
-                for child in self.config.lab_dir.iterdir():
-                    if child.name != "lock":
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
-        return swept
+                report.deleted, report.kept = _labdir.purge(self.config.lab_dir)
+        return report
+
+    # ---------------------------------------------------------------------------- reset
+    def reset(self, *, dry_run: bool = False) -> list[str]:
+        """Put the running lab back to its starting state; return what was done, one line each.
+
+        Helper processes (invalidation services, Celery workers, web servers: whatever carries
+        the lab's marker and is no lab server) are stopped; followers replay without delay;
+        ``synchronous_commit`` goes back to the config's; logical replication slots and every
+        database but ``postgres``/``template0``/``template1`` are dropped; every queue in the
+        lab's RabbitMQ vhost is deleted; memcached is flushed. ``dry_run=True`` only lists it.
+        """
+        if dry_run:
+            return self._reset(dry_run=True)
+        with self._locked():  # not while an `up` or `down` of this lab runs
+            return self._reset(dry_run=False)
+
+    def _reset(self, dry_run: bool) -> list[str]:
+        down = [r["name"] for r in self.health() if not r["ok"]]
+        if down:
+            raise ServiceError(f"lab {self.config.lab_dir}: not answering: {', '.join(down)}; "
+                               "start what is down with `labkit up`, then reset")
+        done: list[str] = []
+        helpers = self.helper_processes()
+        if helpers:
+            done.append(f"stop helper processes: {_describe(helpers)}")
+            if not dry_run:
+                stop_all(helpers)
+        if self.postgres:
+            pg = self.postgres
+            for f in pg.followers:
+                if f.delay_ms():
+                    done.append(f"set {f.name}'s replay delay from {f.delay_ms()} ms to 0")
+                    if not dry_run:
+                        f.set_delay(0)
+            mode, default = pg.synchronous_commit(), self.config.synchronous_commit
+            if mode != default:
+                done.append(f"set synchronous_commit from {mode} back to {default}")
+                if not dry_run:
+                    pg.set_synchronous_commit(default)
+            slots = [s["name"] for s in pg.replication_slots() if s["type"] == "logical"]
+            if slots:
+                done.append(f"drop logical replication slots: {', '.join(slots)}")
+                if not dry_run:
+                    pg.drop_logical_slots()
+            dbs = pg.scratch_databases()
+            if dbs:
+                done.append(f"drop databases: {', '.join(dbs)}")
+                if not dry_run:
+                    for name in dbs:
+                        pg.drop_database(name)
+        if self.rabbitmq:
+            queues = self.rabbitmq.queues()
+            if queues:
+                done.append(f"delete RabbitMQ queues in vhost {self.rabbitmq.vhost}: "
+                            f"{', '.join(queues)}")
+                if not dry_run:
+                    self.rabbitmq.delete_queues(queues)
+        for m in self.memcached:
+            done.append(f"flush {m.name}")
+            if not dry_run:
+                m.flush()
+        return done
+
+    def helper_processes(self) -> list[psutil.Process]:
+        """Processes that carry the lab's marker but are none of its servers (or their children).
+
+        Invalidation services, Celery workers, gunicorn: what notebooks start with ``spawn``.
+        """
+        marker = _labdir.read_marker(self.config.lab_dir)
+        if marker is None:
+            return []
+        procs = [p for svc in self._services() for p in svc.procs]
+        names, pids = {p.name for p in procs}, {p.pid for p in procs}
+        out = []
+        for p in marked_processes(marker.lab_id):
+            try:
+                if p.pid not in pids and p.environ().get(PROCESS_ENV) not in names:
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def warnings(self) -> list[str]:
+        """What is not as `up` left it (for `labkit status`): each with what puts it back."""
+        out: list[str] = []
+        if self.postgres:
+            pg = self.postgres
+            with contextlib.suppress(Exception):  # a server that is down shows in health()
+                for f in pg.followers:
+                    if f.delay_ms():
+                        out.append(f"{f.name} applies every commit {f.delay_ms()} ms late "
+                                   "(recovery_min_apply_delay); `labkit reset`, or "
+                                   "set_delay(0), puts it back to 0")
+            with contextlib.suppress(Exception):
+                mode = pg.synchronous_commit()
+                if mode != self.config.synchronous_commit:
+                    out.append(f"synchronous_commit is {mode}, not the lab's "
+                               f"{self.config.synchronous_commit}; `labkit reset` puts it back")
+            with contextlib.suppress(Exception):
+                for s in pg.replication_slots():
+                    if not s["active"] and s["held_bytes"]:
+                        out.append(f"replication slot {s['name']} ({s['type']}"
+                                   + (f", database {s['database']}" if s["database"] else "")
+                                   + f") is inactive and holds {_size(s['held_bytes'])} of WAL "
+                                   "on the leader; "
+                                   + ("`labkit reset` drops it" if s["type"] == "logical" else
+                                      "start its follower with `labkit up`"))
+        helpers = self.helper_processes()
+        if helpers:
+            out.append(f"helper processes still running: {_describe(helpers)}; "
+                       "`labkit reset` stops them")
+        return out
 
     # ------------------------------------------------------------------------ accessors
     @property
@@ -168,6 +348,13 @@ class Lab:
             for region, cluster in self.cassandra.clusters.items():
                 out[f"LABKIT_CASSANDRA_{region.upper()}"] = ",".join(
                     f"{h}:{p}" for h, p in cluster.contact_points)
+            # cqlsh reads CQLSH_HOST/CQLSH_PORT (the first region's first node) and takes the
+            # login from a credentials file: `cqlsh --credentials "$LABKIT_CQLSH_CREDENTIALS"`.
+            host, port = self.cassandra.contact_points[0]
+            creds = self.cassandra.credentials
+            out.update(CQLSH_HOST=host, CQLSH_PORT=str(port),
+                       LABKIT_CQLSH_CREDENTIALS=str(self.cassandra.cqlsh_credentials),
+                       LABKIT_CASSANDRA_USER=creds.user, LABKIT_CASSANDRA_PASSWORD=creds.password)
         return out
 
     def topology(self) -> str:
@@ -204,21 +391,46 @@ class Lab:
             out.append(self.cassandra)
         return out
 
-    def _secrets(self) -> dict[str, str]:
-        """Credentials generated once per lab directory (the data outlives a `down`)."""
+    def _secrets(self, create: bool = True) -> dict[str, str]:
+        """Credentials generated once per lab directory (the data outlives a `down`).
+
+        A secrets file from an older labkit gets the credentials it lacks added; with
+        ``create=False`` nothing is written (a lab that is only being looked at).
+        """
         path = self.config.lab_dir / "secrets.json"
+        values: dict[str, str] = {}
         if path.exists():
-            return json.loads(path.read_text())
-        values = {"pg_password": secrets.token_urlsafe(18),
-                  "mq_user": "lab-" + secrets.token_hex(4),
-                  "mq_password": secrets.token_urlsafe(18), "mq_vhost": "lab"}
-        _write_private(path, values)
+            try:
+                values = json.loads(path.read_text())
+            except ValueError as e:
+                raise StateError(f"the lab's credentials file {path} is damaged ({e}). Fix: "
+                                 "`labkit down --purge`, then `labkit up` (a new lab: its "
+                                 "data was only reachable with those credentials)",
+                                 f"{path} is damaged: {e}") from None
+        fresh = {"pg_password": secrets.token_urlsafe(18),
+                 "mq_user": "lab-" + secrets.token_hex(4),
+                 "mq_password": secrets.token_urlsafe(18), "mq_vhost": "lab",
+                 "cassandra_user": "lab", "cassandra_password": secrets.token_urlsafe(18),
+                 "cassandra_jmx_password": secrets.token_urlsafe(18)}
+        if not fresh.keys() <= values.keys():
+            values = {**fresh, **values}
+            if create:
+                _write_private(path, values)
         return values
 
-    def _build(self, wanted: list[str], state: dict[str, Any]) -> None:
+    def _build_from(self, wanted: list[str], state: dict[str, Any],
+                    create_secrets: bool = True) -> None:
+        """``_build``, with a state file whose contents do not fit reported as damaged."""
+        try:
+            self._build(wanted, state, create_secrets)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise self._damaged(f"{type(e).__name__}: {e}") from None
+
+    def _build(self, wanted: list[str], state: dict[str, Any],
+               create_secrets: bool = True) -> None:
         cfg, st = self.config, state.get("services", {})
         user = service_account(cfg.service_user)
-        creds = self._secrets()
+        creds = self._secrets(create_secrets)
         ports = PortAllocator(cfg.host, cfg.port_base)
         common = dict(host=cfg.host, user=user)
         if "postgres" in wanted:
@@ -250,13 +462,16 @@ class Lab:
             if "rabbitmq" in st:
                 self.rabbitmq.restore(st["rabbitmq"])
         if "cassandra" in wanted:
+            cas_creds = CassandraCredentials(creds["cassandra_user"], creds["cassandra_password"],
+                                             creds["cassandra_jmx_password"])
             if "cassandra" in st:  # reattach to the topology that runs, whatever was asked
-                self.cassandra = Cassandra.from_state(st["cassandra"])
+                self.cassandra = Cassandra.from_state(st["cassandra"], credentials=cas_creds)
             else:
                 self.cassandra = Cassandra(cfg.lab_dir, cfg.cassandra or "single",
                                            cache_dir=cfg.cache_dir, heap_mb=cfg.cassandra_heap_mb,
                                            java=cfg.java_bin, mvn=cfg.mvn_bin, user=user,
-                                           start_timeout_s=cfg.startup_timeout_s)
+                                           start_timeout_s=cfg.startup_timeout_s,
+                                           credentials=cas_creds)
 
     def _start_missing(self, progress: bool) -> None:
         """Start, in parallel, every server that is not already running and answering."""
@@ -327,37 +542,66 @@ class Lab:
             state = json.loads(self.config.state_file.read_text())
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as e:
-            raise ServiceError(f"the lab's state file {self.config.state_file} is damaged ({e}); "
-                               "run `labkit down` to stop whatever runs and start again") from None
+        except (ValueError, OSError) as e:  # truncated, garbled, not UTF-8, unreadable
+            raise self._damaged(str(e)) from None
+        if not isinstance(state, dict) or not isinstance(state.get("services", {}), dict):
+            raise self._damaged("it is not a JSON object with a services table")
         if state.get("version") != STATE_VERSION:
-            raise ServiceError(f"{self.config.state_file} was written by another labkit version; "
-                               "run `labkit down` with that version, or delete the file")
+            raise self._damaged(f"state version {state.get('version')!r}; this labkit reads "
+                                f"version {STATE_VERSION}")
         return state
 
+    def _damaged(self, why: str) -> StateError:
+        return StateError(
+            f"the lab's state file {self.config.state_file} is damaged ({why}). Fix: run "
+            "`labkit down` (it stops every process carrying this lab's marker, whatever the "
+            "state file says, and removes the file; the data is kept), then `labkit up`",
+            f"{self.config.state_file} is damaged: {why}")
+
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One `up` or `down` at a time per lab directory, across processes."""
+    def _locked(self, *, claim: bool = False) -> Iterator[None]:
+        """One `up`, `down` or `reset` at a time per lab directory, across processes.
+
+        With ``claim`` (at `up`), a new or empty directory becomes the lab's: it is created
+        (mode 0755 as root) and marked. An existing directory's mode is never changed.
+        """
         lab_dir = self.config.lab_dir
-        lab_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            lab_dir.chmod(0o755)  # the unprivileged server account must be able to enter it
-        with open(lab_dir / "lock", "w") as f:
+        made = False
+        if claim:
+            made = _labdir.claim(lab_dir, service_account(self.config.service_user))
+        with open(lab_dir / "lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
+                if claim:
+                    _labdir.mark(lab_dir, made)
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically, readable by its owner only (it holds passwords)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Write JSON atomically and durably, readable by its owner only (it holds passwords)."""
+    _labdir.write_atomic(path, json.dumps(data, indent=2), mode=0o600)
+
+
+def _describe(procs: list[psutil.Process]) -> str:
+    """``name (pid 1, 2)`` per spawned name, for messages."""
+    by_name: dict[str, list[int]] = {}
+    for p in procs:
+        try:
+            name = p.environ().get(PROCESS_ENV) or p.name()
+        except psutil.Error:
+            name = "?"
+        by_name.setdefault(name, []).append(p.pid)
+    return ", ".join(f"{n} (pid {', '.join(map(str, pids))})" for n, pids in by_name.items())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 class _Progress:

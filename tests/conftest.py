@@ -1,45 +1,23 @@
 """Test fixtures: one real lab per test session, in a directory of its own.
 
-The session lab never touches a student's lab: LABKIT_LAB_DIR points at a fresh temporary
-directory before anything runs, and notebooks run under nbval inherit it, so their
-`lk.up()` reattaches to the same servers. Tests that must kill or break a lab start a
+The session lab never touches a student's lab: the repository root's conftest.py points
+LABKIT_LAB_DIR at a fresh temporary directory before anything runs, and notebooks run under
+nbval inherit it, so their `lk.up()` reattaches to the same servers. Tests that must kill or break a lab start a
 separate, disposable one (`fresh_lab_dir`).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 import labkit as lk
+from labkit import _labdir
 from labkit.config import LabConfig
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _lab_dir(prefix: str) -> Path:
-    # Under /tmp, mode 0755: as root the servers run as an unprivileged account that must
-    # be able to enter it (pytest's own tmp_path is 0700 under /tmp/pytest-of-root).
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    path.chmod(0o755)
-    return path
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):
-        os.environ["LABKIT_LAB_DIR"] = str(_lab_dir("labkit-test-"))
-        os.environ.pop("LABKIT_CONFIG", None)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    lab_dir = os.environ.get("LABKIT_LAB_DIR", "")
-    if lab_dir.startswith("/tmp/labkit-test-"):
-        lk.down(LabConfig.load(lab_dir=lab_dir), purge=True)
-        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +28,13 @@ def lab() -> lk.Lab:
 
 @pytest.fixture
 def fresh_lab_dir():
-    """A disposable lab directory; whatever runs there is stopped and deleted afterwards."""
-    path = _lab_dir("labkit-fresh-")
+    """A disposable lab directory; whatever runs there is stopped and deleted afterwards.
+
+    Marked as a lab's from the start, so servers a test starts there by hand (without
+    `lk.up`) carry its marker too, and `down` finds them.
+    """
+    path = _labdir.make_temp("labkit-fresh-")
+    _labdir.mark(path)
     yield path
     lk.down(LabConfig.load(lab_dir=path), purge=True)
     shutil.rmtree(path, ignore_errors=True)

@@ -1,8 +1,16 @@
 """The `labkit` command against the session's real lab."""
 
+import json
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+
+import pytest
 
 from labkit.cli import main
 
@@ -52,3 +60,56 @@ def test_doctor_passes_when_everything_is_installed(capsys):
 def test_bad_service_name_is_a_clear_error(capsys):
     assert main(["up", "--services", "postgres,mongo"]) == 2
     assert "choose from postgres, memcached, rabbitmq" in capsys.readouterr().err
+
+
+def test_config_errors_and_warnings_read_cleanly_in_the_cli(tmp_path):
+    toml = tmp_path / "lab.toml"
+    toml.write_text("host = 127\n")
+    out = _labkit("status", env={"LABKIT_CONFIG": str(toml)})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"labkit status: bad setting: host = 127 in {toml}" in out.stderr
+    out = _labkit("doctor", env={"LABKIT_FOLOWERS": "2"})
+    assert ("labkit: warning: environment variable LABKIT_FOLOWERS is not a labkit setting and "
+            "is ignored (did you mean LABKIT_FOLLOWERS?)") in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_up_jupyter_opens_at_the_repository_root(lab, tmp_path):
+    """JupyterLab started by `labkit up --jupyter` serves notebooks/ and exercises/ alike."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(8)
+    env = {**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_TOKEN": token,
+           "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_PORT_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "up", "--jupyter",
+                             "--no-browser"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}",
+                                            timeout=5) as r:
+                    names = {item["name"] for item in json.load(r)["content"]}
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 120 s"
+                time.sleep(0.5)
+        assert {"notebooks", "exercises", "labkit"} <= names, names
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_jupyter_opens_at_the_working_directory_outside_a_checkout(tmp_path, monkeypatch):
+    from labkit import cli
+    assert cli.jupyter_dir() == cli.REPO  # in this checkout
+    monkeypatch.setattr(cli, "REPO", tmp_path / "site-packages")  # as a wheel install sees it
+    monkeypatch.chdir(tmp_path)
+    assert cli.jupyter_dir() == tmp_path

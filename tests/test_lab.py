@@ -15,20 +15,27 @@ import psutil
 import pytest
 
 import labkit as lk
+from labkit import _labdir
 from labkit._proc import PortAllocator, ServiceError, listening
 from labkit.config import LabConfig
 
 
 def _lab_pids(lab_dir: Path) -> list[int]:
-    """Processes that belong to the lab: working directory or inherited marker inside it."""
+    """Processes of the lab: carrying its marker, or spawned in (or working inside) its dir.
+
+    Wider than what `down` matches (the marker only), so a leftover shows up here either way.
+    """
     root = str(lab_dir.resolve())
+    lab_id = _labdir.read_marker(lab_dir).lab_id
     out = []
     for p in psutil.process_iter(["cwd"]):
         try:
-            marks = [p.info.get("cwd") or "", p.environ().get("LABKIT_SERVER_DIR", "")]
+            env = p.environ()
+            marks = [p.info.get("cwd") or "", env.get("LABKIT_SERVER_DIR", "")]
         except psutil.Error:
             continue
-        if any(m == root or m.startswith(root + os.sep) for m in marks):
+        if env.get("LABKIT_LAB_ID") == lab_id or any(
+                m == root or m.startswith(root + os.sep) for m in marks):
             out.append(p.pid)
     return out
 
@@ -166,3 +173,67 @@ def test_down_after_kill_9_of_the_starter(fresh_lab_dir, after):
     assert not any(p.info["name"] in ("beam.smp", "epmd", "postgres", "memcached")
                    and str(fresh_lab_dir) in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["name", "cmdline"]))
+
+
+# ------------------------------------------------------------------ a damaged state file
+
+def _labkit(lab_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "--lab-dir", str(lab_dir), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+DAMAGES = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "empty": lambda text: "",
+    "not json": lambda text: "\x00\x00garbage",
+    "wrong shape": lambda text: json.dumps({"version": 1, "services": {"memcached": [{"x": 1}]}}),
+    "other version": lambda text: json.dumps({**json.loads(text), "version": 99}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_down_recovers_from_a_damaged_state_file(fresh_lab_dir, damage):
+    lab = lk.up(lab_dir=fresh_lab_dir, services=("memcached",))
+    host, port = lab.cache_servers[0]
+    pid = lab.memcached[0].procs[0].pid
+    state = fresh_lab_dir / "state.json"
+    state.write_text(DAMAGES[damage](state.read_text()))
+    for command, code in (("status", 1), ("up", 2), ("env", 1)):
+        out = _labkit(fresh_lab_dir, command)
+        assert out.returncode == code, (command, out.stdout, out.stderr)
+        msg = out.stdout + out.stderr
+        assert "state file" in msg and "damaged" in msg and "Fix: run `labkit down`" in msg, msg
+        assert "Traceback" not in msg
+    out = _labkit(fresh_lab_dir, "down")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "state.json is damaged" in out.stdout and f"pid {pid}" in out.stdout, out.stdout
+    assert "stopped instead every process carrying this lab's marker" in out.stdout
+    assert "run `labkit down`" not in out.stdout + out.stderr  # no advice to do what it just did
+    assert not listening(host, port) and not _alive(pid)
+    assert not state.exists()
+    assert _lab_pids(fresh_lab_dir) == []
+    assert lk.up(lab_dir=fresh_lab_dir, services=("memcached",)).memcached[0].ready()
+
+
+def _alive(pid: int) -> bool:
+    try:  # a server this test process started stays a zombie until reaped: that is gone
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_state_is_written_with_fsync_before_the_rename(tmp_path, monkeypatch):
+    from labkit import lab as lab_module
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(
+        f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))),
+                                                      real_replace(a, b))[1])
+    target = tmp_path / "state.json"
+    lab_module._write_private(target, {"version": 1, "services": {}})
+    assert events == [("fsync", str(tmp_path / "state.json.tmp")),
+                      ("replace", str(target)), ("fsync", str(tmp_path))]
+    assert json.loads(target.read_text()) == {"version": 1, "services": {}}
+    assert target.stat().st_mode & 0o077 == 0

@@ -7,9 +7,13 @@ does the filling: "cache-aside", or look-aside in Scaling Memcache at Facebook).
 PostgreSQL only; the invalidation service (``labkit.backend.invalidation``) deletes the keys a
 committed change affects. ``CacheStats`` counts hits, misses, database queries and latency.
 
+What is cached comes from the storage schema of notebook 01 (``labkit.backend.schema``): a
+like count is a shard's ``media_likes`` counter row, a profile a shard's ``users`` row, a media
+item a shard's ``media`` row, each found in the shard its ID names.
+
 >>> cache = connect_cache(lab.cache_servers)                           # doctest: +SKIP
 >>> likes = CacheAside(cache, Database(lab.leader.dsn("ig")), prefix="nb03")  # doctest: +SKIP
->>> likes.like_count(42), likes.stats.hit_ratio                        # doctest: +SKIP
+>>> likes.like_count(media_id), likes.stats.hit_ratio                  # doctest: +SKIP
 (7, 0.0)
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -24,8 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
+from psycopg import sql
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
+
+from labkit.backend import likes
+from labkit.backend.schema import NotFound, schema_of
+from labkit.services.memcached import read_until
 
 # ---------------------------------------------------------------------------- key scheme
 # A key is "<prefix>:<kind>:<id>". The prefix namespaces a lab, a test or a notebook, and is
@@ -59,73 +69,27 @@ def loads(data: bytes) -> Any:
     return json.loads(data)
 
 
-# ------------------------------------------------------------------------------- schema
-# A minimal schema of this issue's own. TODO(storage issue): switch to labkit.backend.schema's
-# media_likes / users / media tables once they land; the cache only needs these columns.
-SCHEMA_SQL = """
-CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
-CREATE TABLE IF NOT EXISTS media_likes (media_id bigint PRIMARY KEY, count bigint NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS profiles (user_id bigint PRIMARY KEY, username text NOT NULL,
-                                     bio text NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS media (media_id bigint PRIMARY KEY, user_id bigint NOT NULL,
-                                  caption text NOT NULL DEFAULT '');
--- The refill of the herd experiments: an expensive read (an aggregate, a cold page) that
--- takes cost_ms, so concurrent misses overlap the way they do under production load.
-CREATE OR REPLACE FUNCTION slow_like_count(p_media_id bigint, cost_ms int) RETURNS bigint
-LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_sleep(cost_ms / 1000.0);
-  RETURN (SELECT count FROM media_likes WHERE media_id = p_media_id);
-END $$;
-"""
-
-LIKE_COUNT_SQL = "SELECT count FROM media_likes WHERE media_id = %s"
-PROFILE_SQL = "SELECT user_id, username, bio FROM profiles WHERE user_id = %s"
-MEDIA_SQL = "SELECT media_id, user_id, caption FROM media WHERE media_id = %s"
+# ------------------------------------------------------------------------------ queries
+# What each kind caches: one row of the storage schema, in the shard its ID names (never the
+# user's token secret). The like count is the denormalized counter, read with likes.count.
+PROFILE_SQL = "SELECT id, username, bio FROM {s}.users WHERE id = %s"
+MEDIA_SQL = "SELECT id, user_id, caption FROM {s}.media WHERE id = %s"
 
 
-def install(conn: psycopg.Connection) -> None:
-    """Create the tables and functions the cache notebooks use (idempotent)."""
-    conn.execute(SCHEMA_SQL)
-
-
-def seed(conn: psycopg.Connection, media: int = 100, users: int = 20) -> None:
-    """Fill the tables with ``media`` posts (like counts 0..) and ``users`` profiles."""
-    conn.execute("INSERT INTO profiles (user_id, username) SELECT u, 'user' || u "
-                 "FROM generate_series(1, %s) u ON CONFLICT DO NOTHING", (users,))
-    conn.execute("INSERT INTO media (media_id, user_id, caption) SELECT m, 1 + m %% %s, "
-                 "'photo ' || m FROM generate_series(1, %s) m ON CONFLICT DO NOTHING",
-                 (users, media))
-    conn.execute("INSERT INTO media_likes (media_id, count) SELECT m, m * 10 "
-                 "FROM generate_series(1, %s) m ON CONFLICT DO NOTHING", (media,))
-
-
-def reset_database(server: Any, dbname: str) -> None:
-    """Drop ``dbname`` (and the replication slots that pin it) if it exists, then create it.
-
-    ``server`` is a ``PostgresServer`` (the leader). A database with a logical replication
-    slot cannot be dropped, so the slots go first, and with them a reader still using one
-    (an invalidation service left over from an interrupted notebook exits when cut off).
-    """
-    deadline = time.monotonic() + 10
-    while server.execute("SELECT 1 FROM pg_replication_slots WHERE database = %s", (dbname,)):
-        server.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                       "WHERE database = %s AND active", (dbname,))
-        server.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE database = %s AND NOT active", (dbname,))
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"replication slots of {dbname} stay in use; stop their readers "
-                               f"(see pg_replication_slots.active_pid)")
-        time.sleep(0.05)
-    server.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    server.execute(f'CREATE DATABASE "{dbname}"')
+def load_row(conn: psycopg.Connection, template: str, ident: int) -> tuple | None:
+    """One row of ``template`` (``{s}`` = the shard schema of ``ident``), or None if none."""
+    try:
+        return conn.execute(sql.SQL(template).format(s=schema_of(ident)), (ident,)).fetchone()
+    except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
+        return None  # a shard this database does not have: the row cannot exist either
 
 
 def statement_calls(conn: psycopg.Connection, pattern: str) -> int:
     """How many times this database ran statements matching ``pattern``, per PostgreSQL itself.
 
-    Reads ``pg_stat_statements`` (preloaded in the lab), so it counts every query the
-    server executed, whoever sent it: clients cannot under-report a thundering herd.
+    Reads ``pg_stat_statements`` (preloaded in the lab; ``CREATE EXTENSION pg_stat_statements``
+    once per database), so it counts every query the server executed, whoever sent it:
+    clients cannot under-report a thundering herd.
     """
     row = conn.execute(
         "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s "
@@ -275,11 +239,12 @@ class CacheAside:
     """Cache-aside reads of like counts, profiles and media, with counters.
 
     ``cache`` is a pymemcache client (``connect_cache``), ``db`` a ``Database`` (the leader,
-    or a follower for reads). ``invalidate`` is for writers without the invalidation
-    service; ``write_like_count`` shows the stale read that skipping it causes.
+    or a follower for reads) of a database with the storage schema. ``like`` is the write
+    path for writers without the invalidation service; ``like(..., invalidate=False)`` shows
+    the stale read that skipping the delete causes.
 
     >>> likes = CacheAside(connect_cache(lab.cache_servers), Database(dsn), prefix="t1")  # doctest: +SKIP
-    >>> likes.like_count(42)                                                              # doctest: +SKIP
+    >>> likes.like_count(media_id)                                                        # doctest: +SKIP
     420
     """
 
@@ -306,41 +271,82 @@ class CacheAside:
             self.stats.db_queries += 1
             value = load()
             if value is not None:
-                # add, not set: if a writer invalidated and another reader refilled meanwhile,
-                # the newer value wins over ours.
+                # add, not set: if a writer deleted the key and another reader refilled it
+                # meanwhile, that newer value wins over ours. It does not help when nobody
+                # refilled: a value read before a write and added after its delete stays
+                # stale until its TTL (notebook 03 shows it; leases close that race).
                 self.cache.add(key, dumps(value), expire=self.ttl_s[kind], noreply=False)
         if self.record_latency:
             self.stats.latencies_ms.append((time.perf_counter() - t0) * 1000)
         return value
 
     def like_count(self, media_id: int) -> int | None:
-        """How many likes ``media_id`` has (the denormalized counter), through the cache."""
-        return self.read("likes", media_id, lambda: _scalar(self.db.query_one(LIKE_COUNT_SQL,
-                                                                              (media_id,))))
+        """How many likes ``media_id`` has (its ``media_likes`` counter), through the cache."""
+        return self.read("likes", media_id, lambda: self._count(media_id))
 
     def profile(self, user_id: int) -> dict | None:
-        return self.read("profile", user_id, lambda: _row(self.db.query_one(PROFILE_SQL, (user_id,)),
-                                                          ("user_id", "username", "bio")))
+        """A user's ``users`` row (id, username, bio), through the cache."""
+        return self.read("profile", user_id, lambda: self._row(PROFILE_SQL, user_id,
+                                                               ("user_id", "username", "bio")))
 
     def media(self, media_id: int) -> dict | None:
-        return self.read("media", media_id, lambda: _row(self.db.query_one(MEDIA_SQL, (media_id,)),
-                                                         ("media_id", "user_id", "caption")))
+        """A media item's ``media`` row (id, owner, caption), through the cache."""
+        return self.read("media", media_id, lambda: self._row(MEDIA_SQL, media_id,
+                                                              ("media_id", "user_id", "caption")))
+
+    def _count(self, media_id: int) -> int | None:
+        with self.db.connection() as conn:
+            try:
+                return likes.count(conn, media_id)
+            except NotFound:
+                return None
+
+    def _row(self, template: str, ident: int, names: tuple[str, ...]) -> dict | None:
+        with self.db.connection() as conn:
+            row = load_row(conn, template, ident)
+        return None if row is None else dict(zip(names, row))
 
     def invalidate(self, kind: str, ident: int) -> None:
         self.cache.delete(self.key(kind, ident), noreply=False)
 
-    def write_like_count(self, media_id: int, delta: int = 1, *, invalidate: bool = True) -> None:
-        """Bump the counter on the database; delete the cached count unless told not to."""
+    def like(self, user_id: int, media_id: int, *, invalidate: bool = True) -> bool:
+        """``user_id`` likes ``media_id`` on the database; then delete the cached count.
+
+        The like goes through ``labkit.backend.likes`` (like row and counter in one
+        transaction; ``db`` must be the leader). ``invalidate=False`` is the writer that
+        forgets the cache. Returns what ``likes.like`` returns (False on a double tap).
+        """
         with self.db.connection() as conn:
-            conn.execute("UPDATE media_likes SET count = count + %s WHERE media_id = %s",
-                         (delta, media_id))
+            changed = likes.like(conn, user_id, media_id)
         if invalidate:
             self.invalidate("likes", media_id)
+        return changed
 
 
-def _scalar(row: tuple | None) -> Any:
-    return None if row is None else row[0]
+# ------------------------------------------------------------------------- key sweeps
+def delete_prefix(servers: Sequence[tuple[str, int]], prefix: str,
+                  timeout_s: float = 5.0) -> int:
+    """Delete every key that starts with ``prefix`` on every server; return how many.
 
-
-def _row(row: tuple | None, names: tuple[str, ...]) -> dict | None:
-    return None if row is None else dict(zip(names, row))
+    Memcached has no "delete by pattern": the keys come from the LRU crawler's dump
+    (``lru_crawler metadump all``, memcached >= 1.4.31) and are deleted with quiet meta
+    deletes (``md <key> q``) on the server that holds them, then a ``mn`` waits for them all.
+    What a TRUNCATE invalidates, and what a dropped namespace leaves behind. Written here
+    because pymemcache has no crawler command. Keys stored after the dump began may survive.
+    """
+    from urllib.parse import unquote
+    total = 0
+    for server in servers:
+        keys = []
+        with socket.create_connection(tuple(server), timeout=timeout_s) as s:
+            s.sendall(b"lru_crawler metadump all\r\n")
+            dump = read_until(s, b"END\r\n", b"ERROR\r\n")
+            for line in dump.decode(errors="replace").splitlines():
+                if line.startswith("key="):
+                    key = unquote(line.split(" ", 1)[0][4:])
+                    if key.startswith(prefix):
+                        keys.append(key)
+            s.sendall(b"".join(f"md {key} q\r\n".encode() for key in keys) + b"mn\r\n")
+            read_until(s, b"MN\r\n")
+        total += len(keys)
+    return total

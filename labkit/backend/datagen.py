@@ -26,6 +26,7 @@ from psycopg import sql
 from tqdm.auto import tqdm
 
 from labkit.backend import ids, schema
+from labkit.services.postgres import current_lsn, replayed
 
 # Likes from accounts that are not loaded as rows (the rest of the world) use this shard and
 # tiny timestamps, so their IDs count up from 1 and never meet a real account's ID.
@@ -239,7 +240,9 @@ def count_experiment(leader_conn: psycopg.Connection, follower_conn: psycopg.Con
             add_likes(leader_conn, media_id, size - have, progress=progress)
             have = size
         leader_conn.execute(sql.SQL("VACUUM (ANALYZE) {}.user_likes_media").format(s))
-        schema.wait_replayed(leader_conn, follower_conn, timeout_s=60)
+        if not replayed(follower_conn, current_lsn(leader_conn), timeout_s=60):
+            raise TimeoutError("the follower did not replay the new likes within 60 s; "
+                               "check its lag with `labkit status`")
         rows.append({"likes": size, **time_count_reads(follower_conn, media_id, repeat)})
     return rows
 
@@ -247,3 +250,24 @@ def count_experiment(leader_conn: psycopg.Connection, follower_conn: psycopg.Con
 def _count(conn: psycopg.Connection, media_id: int) -> int:
     from labkit.backend import likes
     return likes.count(conn, media_id)
+
+
+def add_readers(conn: psycopg.Connection, graph: Graph, n: int = 20, follows: int = 300, *,
+                among: int = 2_000, seed: int = 13) -> list[schema.User]:
+    """``n`` new accounts that each follow ``follows`` of the ``among`` most popular ones.
+
+    Heavy feed readers for notebook 11: their feeds have a thousand-odd candidates to rank.
+    Follows go in with COPY; returns the accounts (with their API tokens).
+
+    Introduced in notebooks/11_cython_and_memory.ipynb.
+    """
+    rng = random.Random(seed)
+    pool = graph.user_ids[:among]
+    if follows > len(pool):
+        raise ValueError(f"follows={follows}: the graph's {len(pool)} most popular accounts "
+                         f"are all there is to follow; ask for at most {len(pool)}")
+    readers = [schema.create_user(conn, f"reader{i}") for i in range(n)]
+    with conn.transaction():
+        _copy_sharded(conn, "follows", ("follower_id", "followee_id"),
+                      ((r.user_id, f) for r in readers for f in rng.sample(pool, follows)))
+    return readers

@@ -3,15 +3,21 @@
 Introduced in notebooks/04_invalidation.ipynb.
 
 A separate process reads a logical replication slot (the ``test_decoding`` plugin) of one
-database, maps each committed change to the cache keys it affects (``media_likes`` row 42 ->
-``<prefix>:likes:42``) and deletes them, the way Facebook's mcsqueal tails MySQL's commit log.
+database, maps each committed change to the cache keys it affects and deletes them, the way
+Facebook's mcsqueal tails MySQL's commit log. The mapping follows the storage schema of
+notebook 01 and the keys of ``labkit.backend.cache``: a ``shard_NNNN.media_likes`` row (so any
+like or unlike through ``labkit.backend.likes``) -> ``<prefix>:likes:<media_id>``, a ``users``
+row -> ``<prefix>:profile:<id>``, a ``media`` row -> ``<prefix>:media:<id>``. A TRUNCATE names
+no rows, so it invalidates every key of the kinds its tables hold (a sweep of the cache by
+key prefix, ``labkit.backend.cache.delete_prefix``).
 It peeks at the slot and advances it only after the deletes went out, so a crash or a stop
 loses nothing: after a restart it resumes from the slot (at-least-once; a delete is
 idempotent). For every commit it appends the delay from commit (PostgreSQL's commit
 timestamp) to delete to ``delays.jsonl`` in its directory.
 
 >>> svc = InvalidationService.for_lab(lab, dbname="ig", prefix="nb04").start()  # doctest: +SKIP
->>> lab.leader.execute("UPDATE media_likes SET count = count + 1 WHERE media_id = 42", dbname="ig")  # doctest: +SKIP
+>>> with lab.leader.connect("ig") as conn:                                     # doctest: +SKIP
+...     likes.like(conn, user_id, media_id)
 >>> svc.wait_for_commits(1); svc.delays_ms()                                   # doctest: +SKIP
 [3.2]
 >>> svc.stop(); svc.drop_slot()                                                # doctest: +SKIP
@@ -26,7 +32,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -36,34 +41,62 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from labkit._proc import spawn
-from labkit.backend.cache import cache_key, connect_cache
-from labkit.services.base import NativeService
+from labkit.backend.cache import cache_key, connect_cache, delete_prefix
+from labkit.services.base import NativeService, StopSignal
 
-# table -> (cache key kind, the column holding the id). TODO(storage issue): add the storage
-# schema's tables (users, likes) when labkit.backend.schema lands.
+# table of a shard schema -> (cache key kind, the column holding the id)
 KEY_RULES: dict[str, tuple[str, str]] = {
     "media_likes": ("likes", "media_id"),
-    "profiles": ("profile", "user_id"),
-    "media": ("media", "media_id"),
+    "users": ("profile", "id"),
+    "media": ("media", "id"),
 }
+SHARD_SCHEMA = re.compile(r"^shard_\d{4}$")  # labkit.backend.schema.shard_schema's names
 
-_CHANGE = re.compile(r"^table (?:[^.]+\.)?(\S+): (INSERT|UPDATE|DELETE|TRUNCATE):")
+_CHANGE = re.compile(r"^table (?:([^.\s]+)\.)?(\S+): (INSERT|UPDATE|DELETE):")
+_TRUNCATE = re.compile(r"^table (.+): TRUNCATE:")
 _COMMIT = re.compile(r"^COMMIT(?: \d+)? \(at (.+)\)$")
+
+
+def _kind(schema: str | None, table: str,
+          rules: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    if schema is None or not SHARD_SCHEMA.match(schema.strip('"')):
+        return None  # only the storage schema's shards are cached
+    return rules.get(table.strip('"'))
 
 
 def keys_for_change(line: str, prefix: str,
                     rules: dict[str, tuple[str, str]] = KEY_RULES) -> list[str]:
     """The cache keys one ``test_decoding`` change line affects (old and new ids of an UPDATE).
 
-    >>> keys_for_change("table public.media_likes: UPDATE: media_id[bigint]:42 count[bigint]:7", "ig")
+    >>> keys_for_change("table shard_0002.media_likes: UPDATE: media_id[bigint]:42 count[bigint]:7", "ig")
     ['ig:likes:42']
     """
     m = _CHANGE.match(line)
-    if not m or m.group(1) not in rules:
+    rule = m and _kind(m.group(1), m.group(2), rules)
+    if not rule:
         return []
-    kind, column = rules[m.group(1)]
+    kind, column = rule
     ids = re.findall(rf"(?:^|\s){re.escape(column)}\[[^\]]+\]:(-?\d+)", line)
     return sorted({cache_key(prefix, kind, int(i)) for i in ids})
+
+
+def prefixes_for_truncate(line: str, prefix: str,
+                          rules: dict[str, tuple[str, str]] = KEY_RULES) -> list[str]:
+    """The key prefixes a ``TRUNCATE`` line wipes: every key of each truncated table's kind.
+
+    >>> prefixes_for_truncate("table shard_0001.media_likes, shard_0001.media: TRUNCATE: cascade", "ig")
+    ['ig:likes:', 'ig:media:']
+    """
+    m = _TRUNCATE.match(line)
+    if not m:
+        return []
+    kinds = set()
+    for name in m.group(1).split(", "):
+        schema, _, table = name.rpartition(".")
+        rule = _kind(schema or None, table, rules)
+        if rule:
+            kinds.add(rule[0])
+    return sorted(f"{prefix}:{kind}:" for kind in kinds)
 
 
 def parse_commit_time(line: str) -> float | None:
@@ -82,14 +115,7 @@ def run(dsn: str, slot: str, servers: Sequence[tuple[str, int]], prefix: str, *,
         delays_path: Path, poll_ms: float = 10.0, batch: int = 1000,
         application_name: str = "labkit-invalidation") -> None:
     """The service's main loop (what ``python -m labkit.backend.invalidation`` runs)."""
-    stopping = False
-
-    def on_term(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    stopping = StopSignal()
     cache = connect_cache(servers)
     conn = psycopg.connect(dsn, autocommit=True, application_name=application_name,
                            connect_timeout=5)
@@ -103,7 +129,7 @@ def run(dsn: str, slot: str, servers: Sequence[tuple[str, int]], prefix: str, *,
             if not rows:
                 time.sleep(poll_ms / 1000)
                 continue
-            done_lsn = apply_changes(rows, cache, prefix, delays)
+            done_lsn = apply_changes(rows, cache, prefix, delays, servers=servers)
             if done_lsn:
                 # Only now is the slot moved on: a crash before this line replays the batch.
                 conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
@@ -112,27 +138,37 @@ def run(dsn: str, slot: str, servers: Sequence[tuple[str, int]], prefix: str, *,
     cache.close()
 
 
-def apply_changes(rows: Iterable[tuple[str, str]], cache: Any, prefix: str, delays: Any) -> str:
-    """Delete the keys of every committed transaction in ``rows``; return the last commit LSN."""
+def apply_changes(rows: Iterable[tuple[str, str]], cache: Any, prefix: str, delays: Any, *,
+                  servers: Sequence[tuple[str, int]] = ()) -> str:
+    """Delete the keys of every committed transaction in ``rows``; return the last commit LSN.
+
+    A TRUNCATE in a transaction sweeps ``servers`` for every key of the truncated kinds.
+    """
     keys: set[str] = set()
+    sweeps: set[str] = set()
     done_lsn = ""
     for lsn, data in rows:
         if data.startswith("BEGIN"):
-            keys = set()
+            keys, sweeps = set(), set()
         elif data.startswith("COMMIT"):
-            if keys:
-                cache.delete_many(sorted(keys), noreply=False)
+            if keys or sweeps:
+                if keys:
+                    cache.delete_many(sorted(keys), noreply=False)
+                swept = sum(delete_prefix(servers, p) for p in sorted(sweeps))
                 deleted_at = time.time()
                 commit_ts = parse_commit_time(data)
                 record = {"lsn": lsn, "keys": sorted(keys), "deleted_at": deleted_at,
                           "commit_ts": commit_ts,
                           "delay_ms": None if commit_ts is None
                           else round((deleted_at - commit_ts) * 1000, 3)}
+                if sweeps:
+                    record.update(swept_prefixes=sorted(sweeps), swept_keys=swept)
                 delays.write(json.dumps(record) + "\n")
             done_lsn = lsn
-            keys = set()
+            keys, sweeps = set(), set()
         else:
             keys.update(keys_for_change(data, prefix))
+            sweeps.update(prefixes_for_truncate(data, prefix))
     return done_lsn
 
 

@@ -21,62 +21,38 @@ reads back at once can miss their own write. ``ReadRouter`` offers four strategi
 applied to a cache in front of the follower: a write sets a marker next to the key, and the
 next cache miss for that key reads the leader while the marker says the follower is behind.
 
+The data is the storage schema of notebook 01: a write or a read is a SQL statement or a
+function of a connection (``lambda conn: likes.like(conn, user_id, media_id)``).
+
 >>> router = ReadRouter(lab.leader.dsn("app"), lab.follower.dsn("app"),
 ...                     strategy="lsn_wait")                                    # doctest: +SKIP
->>> router.write(7, "INSERT INTO ryw_likes VALUES (%s, %s)", (7, 42))          # doctest: +SKIP
->>> router.read(7, "SELECT count(*) FROM ryw_likes WHERE user_id = 7")         # doctest: +SKIP
-[(1,)]
+>>> router.write(7, lambda conn: likes.like(conn, 7, media_id))                 # doctest: +SKIP
+>>> router.read(7, lambda conn: likes.liked(conn, 7, media_id))                 # doctest: +SKIP
+True
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Union
 
 import psycopg
+from psycopg import sql as pgsql
+
+from labkit.services.postgres import current_lsn, replayed
 
 STRATEGIES = ("none", "pin", "lsn_wait", "remote_apply")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ryw_likes (
-    user_id   bigint NOT NULL,
-    media_id  bigint NOT NULL,
-    liked_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, media_id)
-);
-CREATE TABLE IF NOT EXISTS ryw_profiles (
-    user_id  bigint PRIMARY KEY,
-    bio      text NOT NULL,
-    version  bigint NOT NULL DEFAULT 1
-);
-"""
+# What a router runs: a SQL statement (text or psycopg.sql), or a function of a connection.
+Statement = Union[str, pgsql.Composable, Callable[[psycopg.Connection], Any]]
 
 
-def install(conn: psycopg.Connection) -> None:
-    """Create the small tables the read-your-writes demos use (idempotent), on the leader."""
-    conn.execute(SCHEMA)
-    if not conn.autocommit:
-        conn.commit()
-
-
-def wait_for_lsn(follower: psycopg.Connection, lsn: str, timeout_s: float,
-                 poll_s: float = 0.002) -> bool:
-    """Poll the follower until it has replayed WAL up to ``lsn``; False after ``timeout_s``.
-
-    Replay only moves forward, so once this returns True every later query on this follower
-    sees the write that produced ``lsn``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        (done,) = follower.execute(
-            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
-        if done:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll_s)
-
+def _run(conn: psycopg.Connection, statement: Statement, params: Any) -> Any:
+    if callable(statement):
+        return statement(conn)
+    cur = conn.execute(statement, params)
+    return cur.fetchall() if cur.description else None
 
 @dataclass
 class RouterStats:
@@ -101,9 +77,9 @@ class ReadRouter:
     user's session.
 
     >>> router = ReadRouter(leader_dsn, follower_dsn, strategy="pin", pin_s=2.0)   # doctest: +SKIP
-    >>> router.write(1, "UPDATE ryw_profiles SET bio = 'hi' WHERE user_id = 1")   # doctest: +SKIP
-    >>> router.read(1, "SELECT bio FROM ryw_profiles WHERE user_id = 1")          # doctest: +SKIP
-    [('hi',)]
+    >>> router.write(1, lambda conn: likes.like(conn, 1, media_id))               # doctest: +SKIP
+    >>> router.read(1, lambda conn: likes.count(conn, media_id))                  # doctest: +SKIP
+    1
     >>> router.last_source                                                       # doctest: +SKIP
     'leader'
     """
@@ -128,29 +104,32 @@ class ReadRouter:
                     "run lab.postgres.set_synchronous_commit('remote_apply') first")
 
     # -- writes ---------------------------------------------------------------------------
-    def write(self, user_id: int, sql: str, params: Any = None) -> str:
-        """Run one write for ``user_id`` on the leader; return the WAL position after it."""
+    def write(self, user_id: int, statement: Statement, params: Any = None) -> str:
+        """Run one write for ``user_id`` on the leader, in one transaction; return its WAL position."""
         with self.leader.transaction():
             if self.strategy == "remote_apply":
                 self.leader.execute("SET LOCAL synchronous_commit = remote_apply")
-            self.leader.execute(sql, params)
+            _run(self.leader, statement, params)
         # Taken after the commit: the insert position is at or past the end of the commit
         # record, so a follower that replayed up to it has our write (and maybe a bit more).
-        (lsn,) = self.leader.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        lsn = current_lsn(self.leader)
         self._last_write_at[user_id] = time.monotonic()
         self._last_write_lsn[user_id] = lsn
         return lsn
 
     # -- reads ----------------------------------------------------------------------------
-    def read(self, user_id: int, sql: str, params: Any = None) -> list[tuple]:
-        """Run a read for ``user_id`` where the strategy says; ``last_source`` tells which."""
+    def read(self, user_id: int, statement: Statement, params: Any = None) -> Any:
+        """Run a read for ``user_id`` where the strategy says; ``last_source`` tells which.
+
+        Returns the rows of a SQL statement, or what a function returns.
+        """
         conn = self.leader if self._needs_leader(user_id) else self.follower
         self.last_source = "leader" if conn is self.leader else "follower"
         if conn is self.leader:
             self.stats.leader_reads += 1
         else:
             self.stats.follower_reads += 1
-        return conn.execute(sql, params).fetchall()
+        return _run(conn, statement, params)
 
     def _needs_leader(self, user_id: int) -> bool:
         if self.strategy == "pin":
@@ -161,7 +140,7 @@ class ReadRouter:
             if lsn is None:
                 return False
             t0 = time.perf_counter()
-            caught_up = wait_for_lsn(self.follower, lsn, self.lsn_timeout_s)
+            caught_up = replayed(self.follower, lsn, self.lsn_timeout_s)
             self.stats.lsn_waits += 1
             self.stats.wait_ms.append((time.perf_counter() - t0) * 1000)
             if caught_up:
@@ -198,8 +177,10 @@ class RemoteMarkerCache:
     read the leader; otherwise read the follower (and drop the marker). Either way, refill.
 
     >>> mc = RemoteMarkerCache(cache, leader_dsn, follower_dsn)                 # doctest: +SKIP
-    >>> mc.write("bio:7", "UPDATE ryw_profiles SET bio = 'new' WHERE user_id = 7")  # doctest: +SKIP
-    >>> mc.read("bio:7", "SELECT bio FROM ryw_profiles WHERE user_id = 7")      # doctest: +SKIP
+    >>> bio = "UPDATE {}.users SET bio = %s WHERE id = %s"                      # doctest: +SKIP
+    >>> mc.write(f"bio:{uid}", sql.SQL(bio).format(schema_of(uid)), ("new", uid))  # doctest: +SKIP
+    >>> mc.read(f"bio:{uid}", sql.SQL("SELECT bio FROM {}.users WHERE id = %s")
+    ...         .format(schema_of(uid)), (uid,))                                 # doctest: +SKIP
     'new'
     """
 
@@ -211,19 +192,19 @@ class RemoteMarkerCache:
         self.follower = psycopg.connect(follower_dsn, autocommit=True, connect_timeout=3)
         self.sources: dict[str, int] = {"cache": 0, "follower": 0, "leader": 0}
 
-    def write(self, key: str, sql: str, params: Any = None) -> None:
+    def write(self, key: str, statement: str | pgsql.Composable, params: Any = None) -> None:
         # The marker goes first: a reader that misses between our commit and our delete
         # must already find it, or it could refill the cache from the stale follower.
         if self.use_marker:
             self.cache.set(f"{key}:marker", b"pending", expire=self.marker_ttl_s)
-        self.leader.execute(sql, params)
+        self.leader.execute(statement, params)
         if self.use_marker:
-            (lsn,) = self.leader.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            lsn = current_lsn(self.leader)
             self.cache.set(f"{key}:marker", lsn.encode(), expire=self.marker_ttl_s)
         self.cache.delete(key)
 
-    def read(self, key: str, sql: str, params: Any = None) -> Any:
-        """The first column of the first row of ``sql``, from the cache when it is there."""
+    def read(self, key: str, statement: str | pgsql.Composable, params: Any = None) -> Any:
+        """The first column of the first row of ``statement``, from the cache when it is there."""
         hit = self.cache.get(key)
         if hit is not None:
             self.sources["cache"] += 1
@@ -232,12 +213,12 @@ class RemoteMarkerCache:
         if self.use_marker:
             marker = self.cache.get(f"{key}:marker")
             if marker is not None:
-                if marker != b"pending" and wait_for_lsn(self.follower, marker.decode(), 0):
+                if marker != b"pending" and replayed(self.follower, marker.decode()):
                     self.cache.delete(f"{key}:marker")  # the follower has caught up
                 else:
                     conn = self.leader
         self.sources["leader" if conn is self.leader else "follower"] += 1
-        rows = conn.execute(sql, params).fetchall()
+        rows = conn.execute(statement, params).fetchall()
         value = str(rows[0][0]) if rows else ""
         self.cache.set(key, value.encode(), expire=self.ttl_s)
         return value
@@ -246,8 +227,4 @@ class RemoteMarkerCache:
         self.leader.close()
         self.follower.close()
 
-
-def follower_replay_lsn(conn: psycopg.Connection) -> str:
-    """The WAL position a follower has replayed (for notebooks that show LSNs)."""
-    return conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
 

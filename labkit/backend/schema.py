@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -193,39 +192,13 @@ def create_database(leader: Any, dbname: str, *, followers: Iterable[Any] = (),
     """
     if not dbname.isidentifier():
         raise ValueError(f"dbname={dbname!r}: use letters, digits and underscores only")
-    leader.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    leader.drop_database(dbname)
     leader.execute(f"CREATE DATABASE {dbname}")
     with leader.connect(dbname) as conn:
         install(conn, shards=shards)
-        for follower in followers:
-            with follower_connect(follower, dbname, timeout_s) as fconn:
-                wait_replayed(conn, fconn, timeout_s=timeout_s)
+    for follower in followers:
+        follower.wait_replayed(timeout_s=timeout_s)
     return dbname
-
-
-def follower_connect(follower: Any, dbname: str, timeout_s: float) -> psycopg.Connection:
-    """Connect to ``dbname`` on a follower, waiting for it to replay the CREATE DATABASE."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return follower.connect(dbname)
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def wait_replayed(leader_conn: psycopg.Connection, follower_conn: psycopg.Connection,
-                  timeout_s: float = 10.0) -> None:
-    """Wait until the follower has replayed everything the leader had committed when called."""
-    (lsn,), = leader_conn.execute("SELECT pg_current_wal_lsn()").fetchall()
-    deadline = time.monotonic() + timeout_s
-    check = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
-    while not follower_conn.execute(check, (str(lsn),)).fetchone()[0]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the follower did not replay up to {lsn} in {timeout_s} s; "
-                               "is it streaming? (lab.follower.lag(), or set_delay(0))")
-        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------------------------- rows

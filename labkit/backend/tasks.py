@@ -3,16 +3,24 @@
 Introduced in notebooks/08_async_tasks.ipynb.
 
 The like request enqueues ``notify_like`` instead of calling the push service inline; a Celery
-worker builds the notification and stores it in the ``notifications`` table (the stand-in for
-the push service, and what tests read). Delivery guarantees, and where each comes from:
+worker sends the push and records the notification in ``notifications`` (one row per like,
+what tests and benchmarks count). The push service is simulated in the database: ``push``
+appends every request it receives to ``pushes``, and delivers it to the owner's phone
+(``delivered``) unless it is a repeat of an idempotency key it has delivered already.
+
+What is guaranteed is **at-least-once delivery with an idempotent effect**, not "exactly once":
 
 - nothing lost when a worker dies: ``acks_late`` (the message is acknowledged after the task
   ran); when a worker's connection drops (SIGKILL), RabbitMQ hands the messages it had not
-  acknowledged to another worker (``reject_on_worker_lost`` does the same for a prefork child);
+  acknowledged to another worker (``reject_on_worker_lost`` does the same for a prefork child).
+  A task that was killed after its push but before its ack therefore runs, and pushes, again:
+  the push service receives that request twice (``pushes``);
+- the owner is notified once anyway: the push carries the like's ``dedup_key`` as its
+  idempotency key and the push service delivers a key once (``idempotent_push=False`` turns
+  that off, to show the duplicate). Recording "sent" *before* pushing would not do: a crash
+  between the two would lose the notification (at-most-once);
 - nothing lost when the broker restarts: durable queues, persistent messages, publisher
   confirms;
-- never notified twice: a redelivered task finds its row already there (a unique
-  ``dedup_key`` per like, ``INSERT ... ON CONFLICT DO NOTHING``);
 - a flaky notifier is retried with exponential backoff (``backoff_s * 2**retry``), at most
   ``max_retries`` times; then the failure is recorded in ``task_failures``;
 - a malformed payload fails once, is recorded in ``task_failures`` and is never retried; a
@@ -28,8 +36,10 @@ the push service, and what tests read). Delivery guarantees, and where each come
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 from celery import Celery, Task
@@ -72,6 +82,25 @@ CREATE TABLE IF NOT EXISTS notifier_faults (
     dedup_key      text PRIMARY KEY,
     fail_remaining int NOT NULL
 );
+-- Fault injection: the worker running this like's task dies (SIGKILL) right after the push.
+CREATE TABLE IF NOT EXISTS worker_crashes (
+    dedup_key text PRIMARY KEY,
+    remaining int NOT NULL
+);
+-- The simulated push service: every request it received, and whether it reached the phone.
+CREATE TABLE IF NOT EXISTS pushes (
+    id              bigserial PRIMARY KEY,
+    owner_id        bigint NOT NULL,
+    liker_id        bigint NOT NULL,
+    media_id        bigint NOT NULL,
+    body            text NOT NULL,
+    idempotency_key text,            -- two requests with the same key are the same push
+    delivered       boolean NOT NULL,
+    task_id         text,
+    at              timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pushes_delivered_once ON pushes (idempotency_key)
+    WHERE delivered;
 """
 
 
@@ -102,6 +131,40 @@ def inject_failures(conn: psycopg.Connection, liker_id: int, media_id: int, time
                  (dedup_key(liker_id, media_id), times))
 
 
+def inject_crash(conn: psycopg.Connection, liker_id: int, media_id: int, times: int = 1) -> None:
+    """Make the worker that runs this like's task die (SIGKILL) after the push, ``times`` times.
+
+    The kill lands between the push and the acknowledgement: RabbitMQ redelivers the task.
+    """
+    conn.execute("INSERT INTO worker_crashes (dedup_key, remaining) VALUES (%s, %s) "
+                 "ON CONFLICT (dedup_key) DO UPDATE SET remaining = EXCLUDED.remaining",
+                 (dedup_key(liker_id, media_id), times))
+
+
+def push(conn: psycopg.Connection, owner_id: int, liker_id: int, media_id: int, *,
+         idempotency_key: str | None = None, task_id: str | None = None,
+         send_ms: float = 0.0) -> bool:
+    """The simulated push service: log the request, deliver it; False when it was a repeat.
+
+    Every call appends a row to ``pushes`` (a request is a request). It reaches the owner's
+    phone (``delivered``) unless ``idempotency_key`` was delivered before: a real push
+    service (APNs' ``apns-collapse-id``, FCM's message ids) dedups the same way.
+    """
+    if send_ms:
+        time.sleep(send_ms / 1000)
+    body = f"user {liker_id} liked your photo {media_id}"
+    row = conn.execute(
+        "INSERT INTO pushes (owner_id, liker_id, media_id, body, idempotency_key, delivered, "
+        "task_id) VALUES (%s, %s, %s, %s, %s, true, %s) "
+        "ON CONFLICT (idempotency_key) WHERE delivered DO NOTHING RETURNING id",
+        (owner_id, liker_id, media_id, body, idempotency_key, task_id)).fetchone()
+    if row is None:  # a repeat of a delivered key: received, not delivered again
+        conn.execute("INSERT INTO pushes (owner_id, liker_id, media_id, body, idempotency_key, "
+                     "delivered, task_id) VALUES (%s, %s, %s, %s, %s, false, %s)",
+                     (owner_id, liker_id, media_id, body, idempotency_key, task_id))
+    return row is not None
+
+
 def validate(liker_id: Any, media_id: Any, owner_id: Any) -> tuple[int, int, int]:
     """The three ids as ints, or MalformedPayload naming what is wrong."""
     ids = {"liker_id": liker_id, "media_id": media_id, "owner_id": owner_id}
@@ -112,22 +175,30 @@ def validate(liker_id: Any, media_id: Any, owner_id: Any) -> tuple[int, int, int
 
 
 def send_notification(conn: psycopg.Connection, liker_id: int, media_id: int, owner_id: int, *,
-                      task_id: str | None = None, attempt: int = 1, send_ms: float = 0.0) -> bool:
-    """Build and "send" one like notification; False when it had been sent already.
+                      task_id: str | None = None, attempt: int = 1, send_ms: float = 0.0,
+                      idempotent: bool = True,
+                      after_push: Callable[[], None] | None = None) -> bool:
+    """Push one like notification, then record it; False when it had been recorded already.
 
-    The push service is simulated: ``send_ms`` of latency, failures injected per like with
-    ``inject_failures``, and the delivered notification stored in ``notifications``.
+    The push goes first and the record after, so a crash between them repeats the push on
+    redelivery (at least once) and never loses it. ``idempotent`` sends the like's
+    ``dedup_key`` with the push, so that the repeat is not delivered twice. Failures are
+    injected per like with ``inject_failures``; ``after_push`` runs between push and record.
     """
     key = dedup_key(liker_id, media_id)
-    if send_ms:
-        time.sleep(send_ms / 1000)
     faulted = conn.execute(
         "UPDATE notifier_faults SET fail_remaining = fail_remaining - 1 "
         "WHERE dedup_key = %s AND fail_remaining > 0 RETURNING fail_remaining", (key,)).fetchone()
     if faulted:
+        if send_ms:
+            time.sleep(send_ms / 1000)
         conn.execute("INSERT INTO notify_attempts (dedup_key, task_id, attempt, outcome) "
                      "VALUES (%s, %s, %s, 'failed')", (key, task_id, attempt))
         raise NotifierError(f"push service unavailable for {key} (injected fault)")
+    push(conn, owner_id, liker_id, media_id, idempotency_key=key if idempotent else None,
+         task_id=task_id, send_ms=send_ms)
+    if after_push is not None:
+        after_push()
     with conn.transaction():
         inserted = conn.execute(
             "INSERT INTO notifications (dedup_key, owner_id, liker_id, media_id, body, task_id) "
@@ -138,6 +209,13 @@ def send_notification(conn: psycopg.Connection, liker_id: int, media_id: int, ow
                      "VALUES (%s, %s, %s, %s)",
                      (key, task_id, attempt, "sent" if inserted else "duplicate"))
     return inserted is not None
+
+
+def _crash_if_injected(conn: psycopg.Connection, key: str) -> None:
+    """Die here, mid-task (after the push, before the ack), if ``inject_crash`` asked for it."""
+    if conn.execute("UPDATE worker_crashes SET remaining = remaining - 1 "
+                    "WHERE dedup_key = %s AND remaining > 0 RETURNING 1", (key,)).fetchone():
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _DbTask(Task):
@@ -204,11 +282,13 @@ class DeadLetteringConsumer(Consumer):
 
 
 def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_retries: int = 5,
-             backoff_s: float = 0.5, send_ms: float = 0.0, prefetch: int = 4) -> Celery:
-    """A Celery app on ``broker_url`` whose ``notify_like`` stores notifications via ``dsn``.
+             backoff_s: float = 0.5, send_ms: float = 0.0, prefetch: int = 4,
+             idempotent_push: bool = True) -> Celery:
+    """A Celery app on ``broker_url`` whose ``notify_like`` pushes and records via ``dsn``.
 
     Each test or notebook passes its own ``queue`` so that no two see each other's messages.
-    ``send_ms`` simulates the push service's latency.
+    ``send_ms`` simulates the push service's latency; ``idempotent_push=False`` pushes without
+    an idempotency key (a redelivered task then notifies twice).
 
     >>> app = make_app(lab.broker_url, lab.leader.dsn("app"), queue="notify-test")  # doctest: +SKIP
     >>> app.tasks["notify_like"].delay(liker_id=1, media_id=2, owner_id=3)         # doctest: +SKIP
@@ -217,6 +297,7 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
     dead = f"{queue}.dead"
     app.conf.update(
         labkit_dsn=dsn, labkit_queue=queue, labkit_send_ms=send_ms, labkit_backoff_s=backoff_s,
+        labkit_idempotent_push=idempotent_push,
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
         task_acks_late=True, task_reject_on_worker_lost=True,
@@ -240,14 +321,17 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
     @app.task(name="notify_like", bind=True, base=_DbTask, max_retries=max_retries,
               acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
     def notify_like(self, liker_id=None, media_id=None, owner_id=None, **unexpected):
-        """Notify ``owner_id`` that ``liker_id`` liked ``media_id`` (at most once per like)."""
+        """Notify ``owner_id`` that ``liker_id`` liked ``media_id`` (pushed at least once)."""
         if unexpected:
             raise MalformedPayload(f"unexpected field(s) {sorted(unexpected)}")
         liker_id, media_id, owner_id = validate(liker_id, media_id, owner_id)
+        key = dedup_key(liker_id, media_id)
         try:
             send_notification(self.conn, liker_id, media_id, owner_id, task_id=self.request.id,
                               attempt=self.request.retries + 1,
-                              send_ms=self.app.conf.labkit_send_ms)
+                              send_ms=self.app.conf.labkit_send_ms,
+                              idempotent=self.app.conf.labkit_idempotent_push,
+                              after_push=lambda: _crash_if_injected(self.conn, key))
         except (NotifierError, psycopg.OperationalError) as exc:
             # A lost database connection is as transient as a push-service error; the next
             # attempt reconnects (the ``conn`` property replaces a broken connection).

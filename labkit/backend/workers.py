@@ -45,14 +45,15 @@ class CeleryWorkers(NativeService):
 
     def __init__(self, workdir: Path, *, broker_url: str, dsn: str, queue: str = "notifications",
                  workers: int = 1, max_retries: int = 5, backoff_s: float = 0.5,
-                 send_ms: float = 0.0, prefetch: int = 4, python: str = sys.executable,
+                 send_ms: float = 0.0, prefetch: int = 4, idempotent_push: bool = True,
+                 python: str = sys.executable,
                  host: str = "127.0.0.1", timeout_s: float = 60.0) -> None:
         super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
         if workers < 1:
             raise ValueError(f"workers={workers}: start at least one worker")
         self.settings = dict(broker_url=broker_url, dsn=dsn, queue=queue,
                              max_retries=max_retries, backoff_s=backoff_s, send_ms=send_ms,
-                             prefetch=prefetch)
+                             prefetch=prefetch, idempotent_push=idempotent_push)
         self.queue, self.workers, self.python = queue, workers, python
         self.app = make_app(**self.settings)
 

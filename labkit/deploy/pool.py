@@ -59,7 +59,9 @@ class ReleasePool(WebServer):
     def _app_spec(self, config_path: str) -> str:
         return f"{HARNESS_MODULE}:create_app({config_path!r}, {self.release.name!r})"
 
-    def _gunicorn_options(self) -> list[str]:
+    def _config_options(self) -> list[str]:
+        # The harness is this pool's gunicorn config (its hooks); WebServer's GC modes and
+        # profiling (notebook 11) import labkit.web.hooks, which an older release may lack.
         return ["--config", f"python:{HARNESS_MODULE}"]
 
     def _environment(self) -> dict[str, str]:

@@ -32,23 +32,64 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import psycopg
+from psycopg import sql
 
-from labkit.backend.cache import Database, install, percentile, seed, statement_calls
+from labkit.backend import datagen, ids, schema
+from labkit.backend.cache import Database, cache_key, percentile, statement_calls
 from labkit.backend.leases import KINDS, make_lease
 
-HOT_MEDIA_ID = 42
 REFILL_SQL = "SELECT slow_like_count(%s, %s)"
 DEFAULT_DBNAME = "labkit_herd"
 
+# The refill: the post's counter row read from its shard (the schema its ID names, as
+# labkit.backend.likes.count does), after ``cost_ms`` of work, like an aggregate or a cold page.
+SLOW_LIKE_COUNT_SQL = f"""
+CREATE OR REPLACE FUNCTION public.slow_like_count(p_media_id bigint, cost_ms int)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  likes bigint;
+BEGIN
+  PERFORM pg_sleep(cost_ms / 1000.0);
+  EXECUTE format('SELECT count FROM %I.media_likes WHERE media_id = $1',
+                 'shard_' || lpad(((p_media_id >> {ids.SEQ_BITS}) & {ids.MAX_SHARDS - 1})::text, 4, '0'))
+     INTO likes USING p_media_id;
+  RETURN likes;
+END $$;
+"""
+
 
 def prepare(leader: Any, dbname: str = DEFAULT_DBNAME) -> str:
-    """Create (if missing) the experiment's database on ``leader``; return its DSN."""
+    """Make the experiment's database on ``leader`` (kept if it has the data); return its DSN.
+
+    The storage schema (4 shards) with a small generated graph, ``pg_stat_statements`` (to
+    count the refills) and the refill function.
+    """
     if not leader.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)):
-        leader.execute(f'CREATE DATABASE "{dbname}"')
+        leader.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     with leader.connect(dbname) as conn:
-        install(conn)
-        seed(conn, media=HOT_MEDIA_ID)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute(SLOW_LIKE_COUNT_SQL)
+        schema.install(conn)
+        if _hot_media(conn) is None:
+            datagen.generate(conn, users=200, likes=2_000, progress=False, seed=5)
     return leader.dsn(dbname)
+
+
+def _hot_media(conn: psycopg.Connection) -> int | None:
+    parts = [sql.SQL("SELECT media_id, count FROM {}.media_likes").format(
+        sql.Identifier(schema.shard_schema(s))) for s in schema.shards(conn)]
+    row = conn.execute(sql.SQL(" UNION ALL ").join(parts)
+                       + sql.SQL(" ORDER BY count DESC, media_id LIMIT 1")).fetchone()
+    return None if row is None else row[0]
+
+
+def hot_media_id(dsn: str) -> int:
+    """The most-liked post of the experiment's database: whose like count is the hot key."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        media_id = _hot_media(conn)
+    if media_id is None:
+        raise schema.NotFound("no media in this database; run herd.prepare(lab.leader, dbname)")
+    return media_id
 
 
 def refill_calls(dsn: str) -> int:
@@ -57,14 +98,14 @@ def refill_calls(dsn: str) -> int:
         return statement_calls(conn, "slow_like_count")
 
 
-def _clients(lease: Any, db: Database, key: str, n: int, refill_ms: int, ttl_s: int,
-             start: Any) -> tuple[list[threading.Thread], list[float], list[str]]:
+def _clients(lease: Any, db: Database, media_id: int, key: str, n: int, refill_ms: int,
+             ttl_s: int, start: Any) -> tuple[list[threading.Thread], list[float], list[str]]:
     """``n`` parked client threads: each waits for ``start`` then reads ``key`` once."""
     latencies_ms: list[float] = []
     errors: list[str] = []
 
     def load() -> Any:
-        return db.query_one(REFILL_SQL, (HOT_MEDIA_ID, refill_ms))[0]
+        return db.query_one(REFILL_SQL, (media_id, refill_ms))[0]
 
     def client() -> None:
         start.wait()
@@ -84,31 +125,34 @@ def _clients(lease: Any, db: Database, key: str, n: int, refill_ms: int, ttl_s: 
 def run_herd(dsn: str, cache_servers: Sequence[tuple[str, int]], *, clients: int = 64,
              lease: str = "none", rounds: int = 3, mode: str = "threads", processes: int = 4,
              refill_ms: int = 20, stale_s: int = 0, pool_size: int = 32,
-             prefix: str | None = None, lease_options: dict | None = None) -> dict[str, Any]:
+             prefix: str | None = None, lease_options: dict | None = None,
+             media_id: int | None = None) -> dict[str, Any]:
     """Run ``rounds`` expiries of the hot key under ``clients`` concurrent readers.
 
     ``mode="threads"``: all clients are threads of this process; ``"processes"``: they are
     spread over ``processes`` worker processes (each with its own lease object and pool).
     ``stale_s > 0`` invalidates by marking the value stale for that long (waiters may take
-    it) instead of deleting it. Returns one result row (a dict, JSON-ready).
+    it) instead of deleting it. The hot key is ``media_id``'s like count (default: the
+    most-liked post, ``hot_media_id``). Returns one result row (a dict, JSON-ready).
     """
     if lease not in KINDS:
         raise ValueError(f"lease={lease!r}: choose one of {', '.join(KINDS)}")
     if mode not in ("threads", "processes"):
         raise ValueError(f"mode={mode!r}: choose threads or processes")
     prefix = prefix or f"herd{uuid.uuid4().hex[:8]}"
-    key = f"{prefix}:likes:{HOT_MEDIA_ID}"
+    media_id = media_id or hot_media_id(dsn)
+    key = cache_key(prefix, "likes", media_id)
     options = {"allow_stale": stale_s > 0, **(lease_options or {})}
     if mode == "threads":
         per_round = _run_threads(dsn, cache_servers, clients, lease, rounds, refill_ms,
-                                 stale_s, pool_size, key, options)
+                                 stale_s, pool_size, media_id, key, options)
     else:
         per_round = _run_processes(dsn, cache_servers, clients, lease, rounds, refill_ms,
-                                   stale_s, pool_size, key, options, processes)
+                                   stale_s, pool_size, media_id, key, options, processes)
     latencies = [ms for r in per_round for ms in r["latencies_ms"]]
     queries = [r["queries"] for r in per_round]
     return {
-        "lease": lease, "clients": clients, "mode": mode, "rounds": rounds,
+        "lease": lease, "clients": clients, "mode": mode, "rounds": rounds, "media_id": media_id,
         "processes": processes if mode == "processes" else 1, "refill_ms": refill_ms,
         "stale_s": stale_s,
         "queries_per_expiry": sum(queries) / len(queries),
@@ -124,10 +168,10 @@ def run_herd(dsn: str, cache_servers: Sequence[tuple[str, int]], *, clients: int
     }
 
 
-def _warm_up(lease: Any, db: Database, key: str, n: int) -> None:
+def _warm_up(lease: Any, db: Database, media_id: int, key: str, n: int) -> None:
     """One unmeasured round of hits, so every client thread has its memcached connection."""
     gate = threading.Event()
-    threads, _, _ = _clients(lease, db, key, n, 0, 60, gate)
+    threads, _, _ = _clients(lease, db, media_id, key, n, 0, 60, gate)
     gate.set()
     for t in threads:
         t.join(timeout=60)
@@ -141,18 +185,19 @@ def _round_row(queries: int, seconds: float, latencies: list[float], errors: lis
 
 
 def _run_threads(dsn: str, servers: Sequence[tuple[str, int]], clients: int, kind: str,
-                 rounds: int, refill_ms: int, stale_s: int, pool_size: int, key: str,
-                 options: dict) -> list[dict[str, Any]]:
+                 rounds: int, refill_ms: int, stale_s: int, pool_size: int, media_id: int,
+                 key: str, options: dict) -> list[dict[str, Any]]:
     lease = make_lease(kind, servers, **options)
     out = []
     with Database(dsn, size=min(pool_size, clients)) as db:
         db.warm()
-        lease.read(key, lambda: db.query_one(REFILL_SQL, (HOT_MEDIA_ID, 0))[0], 60)
-        _warm_up(lease, db, key, clients)
+        lease.read(key, lambda: db.query_one(REFILL_SQL, (media_id, 0))[0], 60)
+        _warm_up(lease, db, media_id, key, clients)
         for _ in range(rounds):
             before_stats = lease.stats.as_dict()
             start = threading.Barrier(clients + 1)
-            threads, latencies, errors = _clients(lease, db, key, clients, refill_ms, 60, start)
+            threads, latencies, errors = _clients(lease, db, media_id, key, clients, refill_ms,
+                                                  60, start)
             before = refill_calls(dsn)
             lease.invalidate(key, stale_s=stale_s)
             t0 = time.perf_counter()
@@ -166,18 +211,19 @@ def _run_threads(dsn: str, servers: Sequence[tuple[str, int]], clients: int, kin
     return out
 
 
-def _process_worker(dsn: str, servers: list, kind: str, options: dict, key: str, n: int,
-                    rounds: int, refill_ms: int, pool_size: int, ready: Any, go: list,
+def _process_worker(dsn: str, servers: list, kind: str, options: dict, media_id: int, key: str,
+                    n: int, rounds: int, refill_ms: int, pool_size: int, ready: Any, go: list,
                     results: Any) -> None:
     """One worker process: ``n`` client threads per round, its own lease object and pool."""
     lease = make_lease(kind, [tuple(s) for s in servers], **options)
     with Database(dsn, size=max(1, min(pool_size, n))) as db:
         db.warm()
-        _warm_up(lease, db, key, n)
+        _warm_up(lease, db, media_id, key, n)
         for r in range(rounds):
             before_stats = lease.stats.as_dict()
             gate = threading.Event()
-            threads, latencies, errors = _clients(lease, db, key, n, refill_ms, 60, gate)
+            threads, latencies, errors = _clients(lease, db, media_id, key, n, refill_ms, 60,
+                                                  gate)
             ready.put(r)
             go[r].wait()
             gate.set()
@@ -189,8 +235,8 @@ def _process_worker(dsn: str, servers: list, kind: str, options: dict, key: str,
 
 
 def _run_processes(dsn: str, servers: Sequence[tuple[str, int]], clients: int, kind: str,
-                   rounds: int, refill_ms: int, stale_s: int, pool_size: int, key: str,
-                   options: dict, processes: int) -> list[dict[str, Any]]:
+                   rounds: int, refill_ms: int, stale_s: int, pool_size: int, media_id: int,
+                   key: str, options: dict, processes: int) -> list[dict[str, Any]]:
     # spawn, not fork: the parent may be a Jupyter kernel with threads of its own.
     ctx = mp.get_context("spawn")
     processes = max(1, min(processes, clients))
@@ -199,11 +245,11 @@ def _run_processes(dsn: str, servers: Sequence[tuple[str, int]], clients: int, k
     go = [ctx.Event() for _ in range(rounds)]
     lease = make_lease(kind, servers, **options)
     with Database(dsn, size=1) as db:
-        lease.read(key, lambda: db.query_one(REFILL_SQL, (HOT_MEDIA_ID, 0))[0], 60)
+        lease.read(key, lambda: db.query_one(REFILL_SQL, (media_id, 0))[0], 60)
     workers = [ctx.Process(target=_process_worker, daemon=True,
-                           args=(dsn, [list(s) for s in servers], kind, options, key, share,
-                                 rounds, refill_ms, pool_size // processes + 1, ready, go,
-                                 results))
+                           args=(dsn, [list(s) for s in servers], kind, options, media_id, key,
+                                 share, rounds, refill_ms, pool_size // processes + 1, ready,
+                                 go, results))
                for share in shares]
     for w in workers:
         w.start()

@@ -15,52 +15,53 @@ of reads that went to the leader, and the write and read latencies.
 
 from __future__ import annotations
 
-import itertools
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from labkit.backend.replication import STRATEGIES, ReadRouter, install, wait_for_lsn
+from labkit.backend import likes, schema
+from labkit.backend.replication import STRATEGIES, ReadRouter
 
 DELAYS_MS = (0, 250, 500, 1000, 2000)
 
-WRITE_SQL = "INSERT INTO ryw_likes (user_id, media_id) VALUES (%s, %s)"
-READ_SQL = "SELECT count(*) FROM ryw_likes WHERE user_id = %s AND media_id = %s"
+
+def prepare(lab: Any, dbname: str, *, users: int, photos: int) -> tuple[list[int], list[int]]:
+    """``users`` fresh accounts and ``photos`` fresh posts in ``dbname`` (storage schema).
+
+    The schema is installed if missing; returns (user ids, media ids) once the follower has
+    them. Fresh posts make every like of the experiment a real change (no double taps).
+    """
+    with lab.leader.connect(dbname) as conn:
+        schema.install(conn)
+        user_ids = [schema.create_user(conn, f"lag-user{i}").user_id for i in range(users)]
+        poster = schema.create_user(conn, "lag-poster").user_id
+        media_ids = [schema.create_media(conn, poster, f"photo {i}") for i in range(photos)]
+    lab.follower.wait_replayed()
+    return user_ids, media_ids
 
 
-def catch_up(lab: Any, timeout_s: float = 10.0) -> bool:
-    """Wait until the follower has replayed everything the leader has written so far."""
-    (lsn,) = lab.leader.execute("SELECT pg_current_wal_insert_lsn()::text")[0]
-    with lab.follower.connect() as conn:
-        return wait_for_lsn(conn, lsn, timeout_s, poll_s=0.01)
-
-
-def measure_point(lab: Any, dbname: str, strategy: str, delay_ms: int, *, users: int = 8,
-                  rounds: int = 3, pin_s: float = 3.0, lsn_timeout_s: float = 1.0) -> dict:
-    """One (strategy, delay) point: ``users`` x ``rounds`` write-then-read cycles."""
+def measure_point(lab: Any, dbname: str, strategy: str, delay_ms: int, *,
+                  user_ids: Sequence[int], media_ids: Sequence[int], pin_s: float = 3.0,
+                  lsn_timeout_s: float = 1.0) -> dict:
+    """One (strategy, delay) point: each user likes each of ``media_ids`` and reads it back."""
     leader_dsn, follower_dsn = lab.leader.dsn(dbname), lab.follower.dsn(dbname)
-    media_ids = itertools.count(int(time.time() * 1000) * 1000)
-    lock = threading.Lock()
 
     def one_user(user_id: int) -> list[tuple[bool, float, float, str]]:
         out = []
         with ReadRouter(leader_dsn, follower_dsn, strategy, pin_s=pin_s,
                         lsn_timeout_s=lsn_timeout_s) as router:
-            for _ in range(rounds):
-                with lock:
-                    media_id = next(media_ids)
+            for media_id in media_ids:
                 t0 = time.perf_counter()
-                router.write(user_id, WRITE_SQL, (user_id, media_id))
+                router.write(user_id, lambda conn: likes.like(conn, user_id, media_id))
                 t1 = time.perf_counter()
-                ((seen,),) = router.read(user_id, READ_SQL, (user_id, media_id))
+                seen = router.read(user_id, lambda conn: likes.liked(conn, user_id, media_id))
                 t2 = time.perf_counter()
-                out.append((seen == 0, (t1 - t0) * 1000, (t2 - t1) * 1000, router.last_source))
+                out.append((not seen, (t1 - t0) * 1000, (t2 - t1) * 1000, router.last_source))
         return out
 
-    with ThreadPoolExecutor(users) as pool:
-        cycles = [c for user in pool.map(one_user, range(1, users + 1)) for c in user]
+    with ThreadPoolExecutor(len(user_ids)) as pool:
+        cycles = [c for user in pool.map(one_user, user_ids) for c in user]
     n = len(cycles)
     return {
         "strategy": strategy, "delay_ms": delay_ms, "reads": n,
@@ -77,29 +78,29 @@ def run(lab: Any, dbname: str, delays_ms: Sequence[int] = DELAYS_MS,
         pin_s: float = 3.0, lsn_timeout_s: float = 1.0) -> list[dict]:
     """Every (strategy, delay) point; the follower's delay and commit mode are restored after.
 
-    ``dbname`` must exist on the leader (and have replicated). ``remote_apply`` switches the
-    leader to ``synchronous_commit = remote_apply`` for its points only.
+    ``dbname`` must exist on the leader (and have replicated); the storage schema is
+    installed if missing, and each point gets ``rounds`` fresh posts that ``users`` fresh
+    accounts like. ``remote_apply`` switches the leader to ``synchronous_commit =
+    remote_apply`` for its points only.
     """
-    with lab.leader.connect(dbname) as conn:
-        install(conn)
-        conn.execute("TRUNCATE ryw_likes")
+    points = [(s, d) for s in strategies for d in delays_ms]
+    user_ids, media_ids = prepare(lab, dbname, users=users, photos=rounds * len(points))
     old_delay_ms = lab.follower.delay_ms()
     old_mode = lab.postgres.synchronous_commit()
     rows = []
     try:
-        for strategy in strategies:
+        for i, (strategy, delay_ms) in enumerate(points):
             lab.postgres.set_synchronous_commit(
                 "remote_apply" if strategy == "remote_apply" else "local")
-            for delay_ms in delays_ms:
-                lab.follower.set_delay(delay_ms)
-                catch_up(lab)
-                rows.append(measure_point(lab, dbname, strategy, delay_ms, users=users,
-                                          rounds=rounds, pin_s=pin_s,
-                                          lsn_timeout_s=lsn_timeout_s))
+            lab.follower.set_delay(delay_ms)
+            lab.follower.wait_replayed(timeout_s=10 + delay_ms / 1000)
+            rows.append(measure_point(lab, dbname, strategy, delay_ms, user_ids=user_ids,
+                                      media_ids=media_ids[i * rounds:(i + 1) * rounds],
+                                      pin_s=pin_s, lsn_timeout_s=lsn_timeout_s))
     finally:
         lab.postgres.set_synchronous_commit(old_mode)
         lab.follower.set_delay(old_delay_ms)
-        catch_up(lab)
+        lab.follower.wait_replayed(timeout_s=10 + old_delay_ms / 1000)
     return rows
 
 

@@ -10,11 +10,12 @@ PUBLIC`` keeps other roles out of this one. RabbitMQ gets no namespace: no exerc
 from __future__ import annotations
 
 import secrets
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
+
+from labkit.backend.cache import delete_prefix
 
 
 @dataclass(frozen=True)
@@ -62,34 +63,4 @@ def drop(lab: Any, ns: Namespace) -> None:
     """Drop the namespace's database, role and cache keys (idempotent)."""
     lab.postgres.drop_database(ns.name)
     lab.leader.execute(f'DROP ROLE IF EXISTS "{ns.name}"')
-    for server in ns.cache_servers:
-        _delete_prefix(server, ns.prefix)
-
-
-def _delete_prefix(server: tuple[str, int], prefix: str, timeout_s: float = 5.0) -> int:
-    """Delete every key of ``server`` that starts with ``prefix`` (via the LRU crawler's dump)."""
-    from urllib.parse import unquote
-    keys = []
-    with socket.create_connection(server, timeout=timeout_s) as s:
-        s.sendall(b"lru_crawler metadump all\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n") and not buf.startswith(b"ERROR"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        for line in buf.decode(errors="replace").splitlines():
-            if line.startswith("key="):
-                key = unquote(line.split(" ", 1)[0][4:])
-                if key.startswith(prefix):
-                    keys.append(key)
-        for key in keys:
-            s.sendall(f"md {key} q\r\n".encode())
-        s.sendall(b"mn\r\n")
-        buf = b""
-        while not buf.endswith(b"MN\r\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-    return len(keys)
+    delete_prefix(ns.cache_servers, ns.prefix)

@@ -7,11 +7,32 @@ manager, state for reattaching). The shape follows pytest-postgresql/mirakuru ex
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from labkit._labdir import record
 from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, wait_ready
+
+
+class StopSignal:
+    """True once SIGTERM or SIGINT arrived: the main loop of a helper process checks it.
+
+    Installed by creating it (in the helper's main thread), so that ``stop()`` ends the loop
+    cleanly (its last batch done, its connections closed) instead of killing it mid-step.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def __bool__(self) -> bool:
+        return self.received
 
 
 class NativeService:
@@ -68,6 +89,7 @@ class NativeService:
             return self
         self.stop()  # leftovers of an earlier, half-dead start
         t0 = time.monotonic()
+        record(self.workdir)  # inside a lab directory: the lab made it, `down --purge` deletes it
         self.workdir.mkdir(parents=True, exist_ok=True)
         check_reachable(self.workdir, self.user)
         own(self.workdir, self.user)
@@ -90,7 +112,6 @@ class NativeService:
         self.procs = []
 
     def stop_signal(self, proc: Proc) -> int:
-        import signal
         return signal.SIGTERM
 
     def running(self) -> bool:

@@ -20,6 +20,13 @@ ring start at the same time.
 The jar set is described by ``containers/cassandra/pom.xml`` (the one place
 that names the Cassandra version) and resolved once per cache directory by
 :func:`resolve_jars` or ``containers/cassandra/resolve.sh``.
+
+Every cluster authenticates (PasswordAuthenticator, CassandraAuthorizer): on its
+first start the lab creates its own superuser with the lab's generated password
+(:class:`CassandraCredentials`) and drops Cassandra's default ``cassandra`` role;
+``system_auth`` is replicated to every node, so a login works with nodes down.
+JMX listens on loopback and asks for the lab's JMX password (nodetool sends it
+from a password file, not on its command line).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import contextlib
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -37,27 +45,27 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import psutil
 
-from labkit._proc import PortAllocator, listening, spawn, wait_ready
+from labkit._proc import PortAllocator, ServiceError, listening, spawn, wait_ready
 from labkit.services.base import NativeService, ServiceGroup
+from labkit.services.templates import template_dir
 
 __all__ = [
     "Cassandra",
     "CassandraCluster",
     "CassandraNode",
+    "CassandraCredentials",
     "CassandraError",
     "TOPOLOGIES",
     "cassandra_version",
     "check_java",
     "resolve_jars",
 ]
-
-#: Where pom.xml, cassandra.yaml, logback.xml and jvm17-server.options live.
-CONTAINER_DIR = Path(__file__).resolve().parents[2] / "containers" / "cassandra"
 
 #: topology name -> {region: number of nodes}
 TOPOLOGIES: dict[str, dict[str, int]] = {
@@ -74,8 +82,42 @@ MAVEN_FIX = "install it with `apt-get install maven` or `brew install maven`, or
 
 READY_QUERY = "SELECT release_version FROM system.local"
 
-class CassandraError(RuntimeError):
+# In a node's directory once the lab's superuser has replaced the default one on its cluster.
+_SECURED_MARKER = "lab-superuser"
+
+class CassandraError(ServiceError):
     """Cassandra could not be resolved, started, reached or stopped; the message says what to do."""
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class CassandraCredentials:
+    """The lab's Cassandra superuser (CQL) and JMX login; generated per lab, kept with its secrets.
+
+    The passwords stay out of reprs and of the state file; the lab keeps them in its
+    ``secrets.json`` and hands them back when it reattaches.
+
+        >>> creds = CassandraCredentials()          # a fresh random password for each
+        >>> creds.user
+        'lab'
+    """
+
+    user: str = "lab"
+    password: str = field(default_factory=_token, repr=False)
+    jmx_password: str = field(default_factory=_token, repr=False)
+
+    def auth_provider(self):
+        """A cassandra-driver ``PlainTextAuthProvider`` for this user."""
+        from cassandra.auth import PlainTextAuthProvider
+
+        return PlainTextAuthProvider(username=self.user, password=self.password)
+
+
+#: The superuser Cassandra creates on a fresh cluster; the lab drops it once its own exists.
+DEFAULT_SUPERUSER = CassandraCredentials("cassandra", "cassandra", jmx_password="")
 
 
 # ---------------------------------------------------------------------------
@@ -83,12 +125,13 @@ class CassandraError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
-def cassandra_version(pom: Path = CONTAINER_DIR / "pom.xml") -> str:
+def cassandra_version(pom: Path | None = None) -> str:
     """The Cassandra version named by the pom's ``cassandra.version`` property.
 
     >>> cassandra_version().startswith("5.0.")
     True
     """
+    pom = pom or template_dir("cassandra") / "pom.xml"
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     node = ET.parse(pom).getroot().find("m:properties/m:cassandra.version", ns)
     if node is None or not (node.text or "").strip():
@@ -105,7 +148,7 @@ def resolve_jars(
     cache_dir: Path,
     *,
     mvn: str = "mvn",
-    pom: Path = CONTAINER_DIR / "pom.xml",
+    pom: Path | None = None,
     maven_settings: Path | None = None,
     maven_repo_local: Path | None = None,
     timeout_s: float = 1800,
@@ -120,6 +163,7 @@ def resolve_jars(
         >>> any(p.name.startswith("cassandra-all-") for p in lib.iterdir())
         True
     """
+    pom = pom or template_dir("cassandra") / "pom.xml"
     version = cassandra_version(pom)
     lib = jar_dir(cache_dir, version)
     base = lib.parent
@@ -234,18 +278,19 @@ def _connection_class():
 def driver_cluster(
     contact_points: Sequence[tuple[str, int]],
     *,
+    credentials: CassandraCredentials,
     only: str | None = None,
     connect_timeout_s: float = 5,
     request_timeout_s: float = 10,
     **kwargs: Any,
 ):
-    """A ``cassandra.cluster.Cluster`` for these contact points.
+    """A ``cassandra.cluster.Cluster`` for these contact points, logging in with ``credentials``.
 
     ``only="127.0.0.3"`` sends every request to that node alone (a
     ``WhiteListRoundRobinPolicy``), to check one replica by itself.
 
         >>> with Cassandra(Path("/tmp/lab")) as cas:
-        ...     cluster = driver_cluster(cas.contact_points)
+        ...     cluster = driver_cluster(cas.contact_points, credentials=cas.credentials)
         ...     session = cluster.connect()
         ...     cluster.shutdown()
     """
@@ -266,8 +311,20 @@ def driver_cluster(
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=connect_timeout_s,
         control_connection_timeout=connect_timeout_s,
+        auth_provider=credentials.auth_provider(),
         **kwargs,
     )
+
+
+def _refused(error: Exception) -> bool:
+    """True when the driver's error is the server refusing the user name or password."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    if isinstance(error, NoHostAvailable):
+        return any(isinstance(e, AuthenticationFailed) and "incorrect" in str(e)
+                   for e in error.errors.values())
+    return isinstance(error, AuthenticationFailed) and "incorrect" in str(error)
 
 
 # ---------------------------------------------------------------------------
@@ -316,10 +373,12 @@ class CassandraNode(NativeService):
         heap_mb: int = 512,
         java: str = "java",
         ring_delay_ms: int = 1000,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         user: str | None = None,
         timeout_s: float = 180.0,
+        credentials: CassandraCredentials | None = None,
+        ring_size: int = 1,
     ) -> None:
         super().__init__(node_dir, host=host, user=user, timeout_s=timeout_s)
         self.cluster_name = cluster_name
@@ -337,8 +396,12 @@ class CassandraNode(NativeService):
         self.heap_mb = heap_mb
         self.java = java
         self.ring_delay_ms = ring_delay_ms
-        self.container_dir = Path(container_dir)
+        # None: the templates shipped with labkit (labkit.services.templates).
+        self.container_dir = Path(container_dir) if container_dir else None
         self.extra_jvm_opts = list(extra_jvm_opts)
+        self.credentials = credentials or CassandraCredentials()
+        # Nodes of this node's cluster: system_auth starts replicated to all of them.
+        self.ring_size = ring_size
         # Readiness also asks that gossip has met this many peers (set by the cluster).
         self.expect_peers = 0
 
@@ -371,6 +434,21 @@ class CassandraNode(NativeService):
         return self.workdir / "logs" / "system.log"
 
     @property
+    def templates(self) -> Path:
+        """Where cassandra.yaml, logback.xml and jvm17-server.options are read from."""
+        return self.container_dir or template_dir("cassandra")
+
+    @property
+    def jmx_password_file(self) -> Path:
+        """``<user> <password>``, read by the JVM's JMX authenticator and by nodetool ``-pwf``."""
+        return self.workdir / "conf" / "jmxremote.password"
+
+    @property
+    def secured(self) -> bool:
+        """True once the lab's superuser has replaced the default one on this node's cluster."""
+        return (self.workdir / _SECURED_MARKER).exists()
+
+    @property
     def pid(self) -> int | None:
         return self.procs[0].pid if self.procs else None
 
@@ -390,20 +468,26 @@ class CassandraNode(NativeService):
             "heap_mb": self.heap_mb,
             "java": self.java,
             "ring_delay_ms": self.ring_delay_ms,
-            "container_dir": str(self.container_dir),
+            "container_dir": str(self.container_dir) if self.container_dir else None,
             "extra_jvm_opts": list(self.extra_jvm_opts),
+            "ring_size": self.ring_size,
         }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "CassandraNode":
-        """Rebuild a node (running or not) from :meth:`to_state` output."""
+    def from_state(cls, d: dict[str, Any], *, credentials: CassandraCredentials) -> "CassandraNode":
+        """Rebuild a node (running or not) from :meth:`to_state` output.
+
+        The passwords are not in the state: ``credentials`` come from the lab's secrets.
+        """
         node = cls(
             Path(d["workdir"]), cluster_name=d["cluster_name"], dc=d["dc"], rack=d["rack"],
             host=d["host"], initial_token=int(d["initial_token"]), lib_dir=Path(d["lib_dir"]),
             seeds=d["seeds"], native_port=d["native_port"], storage_port=d["storage_port"],
             jmx_port=d["jmx_port"], heap_mb=d["heap_mb"], java=d["java"],
-            ring_delay_ms=d["ring_delay_ms"], container_dir=Path(d["container_dir"]),
+            ring_delay_ms=d["ring_delay_ms"],
+            container_dir=Path(d["container_dir"]) if d.get("container_dir") else None,
             extra_jvm_opts=d.get("extra_jvm_opts", ()), user=d.get("user"),
+            credentials=credentials, ring_size=d.get("ring_size", 1),
         )
         return node.restore(d)
 
@@ -414,7 +498,7 @@ class CassandraNode(NativeService):
         for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system",
                     "logs", "tmp", "fql", "triggers"):
             (nd / sub).mkdir(parents=True, exist_ok=True)
-        template = string.Template((self.container_dir / "cassandra.yaml").read_text())
+        template = string.Template((self.templates / "cassandra.yaml").read_text())
         yaml = template.substitute(
             cluster_name=self.cluster_name,
             initial_token=self.initial_token,
@@ -429,12 +513,16 @@ class CassandraNode(NativeService):
         (nd / "conf" / "cassandra-rackdc.properties").write_text(
             f"dc={self.dc}\nrack={self.rack}\n"
         )
-        shutil.copyfile(self.container_dir / "logback.xml", nd / "conf" / "logback.xml")
+        shutil.copyfile(self.templates / "logback.xml", nd / "conf" / "logback.xml")
         (nd / "conf" / "logback-tools.xml").write_text(_TOOLS_LOGBACK)
+        # JMX logins: read-only files of the server account (own() hands them over after this).
+        creds = self.credentials
+        _write_secret(self.jmx_password_file, f"{creds.user} {creds.jmx_password}\n")
+        _write_secret(nd / "conf" / "jmxremote.access", f"{creds.user} readwrite\n")
 
     def _jvm_options(self) -> list[str]:
         opts = []
-        for line in (self.container_dir / "jvm17-server.options").read_text().splitlines():
+        for line in (self.templates / "jvm17-server.options").read_text().splitlines():
             line = line.strip()
             if line.startswith("-"):
                 opts.extend(line.split())  # "--add-opens m/p=ALL-UNNAMED" is two argv words
@@ -465,13 +553,27 @@ class CassandraNode(NativeService):
             f"-Dcassandra.triggers_dir={nd / 'triggers'}",
             f"-Dlogback.configurationFile={nd / 'conf' / 'logback.xml'}",
             "-Dcassandra-foreground=yes",
-            # JMX on 127.0.0.1 only, without auth (what cassandra-env.sh does with LOCAL_JMX=yes).
+            # JMX on 127.0.0.1 only, with a login (cassandra-env.sh's LOCAL_JMX=yes binds to
+            # loopback; its password and access files are those of LOCAL_JMX=no).
             f"-Dcassandra.jmx.local.port={self.jmx_port}",
-            "-Dcom.sun.management.jmxremote.authenticate=false",
+            "-Dcom.sun.management.jmxremote.authenticate=true",
+            f"-Dcom.sun.management.jmxremote.password.file={self.jmx_password_file}",
+            f"-Dcom.sun.management.jmxremote.access.file={nd / 'conf' / 'jmxremote.access'}",
+            # system_auth is created replicated to every node of the cluster, so the default
+            # role and then the lab's own are on every node from their first write.
+            f"-Dcassandra.system_auth.default_rf={self.ring_size}",
             # Fast start for a lab ring: tokens are fixed, nobody bootstraps.
             f"-Dcassandra.ring_delay_ms={self.ring_delay_ms}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-Dcassandra.superuser_setup_delay_ms=0",
+            # Creating the default role is retried at this interval until a quorum of
+            # system_auth's replicas is up: 0 spun hundreds of failed attempts on a ring.
+            "-Dcassandra.superuser_setup_delay_ms=250",
+            # bcrypt at its lowest cost (2^4 rounds, not 2^10) for the roles' password hashes:
+            # every login checks one, and the lab logs in often (readiness polls, status, each
+            # session); a costlier hash protects nothing here, where the plain password sits
+            # beside the data in the lab's secrets.json. Measured: setup 1.0 -> 0.5 s, a login
+            # 0.4 -> 0.1 s (C1-only JIT, loaded 2 cores).
+            "-Dcassandra.auth_bcrypt_gensalt_log2_rounds=4",
             *self.extra_jvm_opts,
             "-cp",
             f"{nd / 'conf'}:{self.lib_dir}/*",
@@ -489,27 +591,47 @@ class CassandraNode(NativeService):
                                 env=env))
 
     def ready(self) -> bool:
-        """``SELECT release_version FROM system.local`` on this node alone.
+        """``SELECT release_version FROM system.local`` on this node alone, logged in.
 
         With ``expect_peers`` set, the node must also list that many peers (gossip met them).
+        Until the lab's superuser exists (a cluster's first start) the login is Cassandra's
+        default superuser; afterwards only the lab's, and a refused password fails at once.
         """
         if not listening(self.host, self.native_port):
             return False
-        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2,
-                                 request_timeout_s=5)
-        try:
-            session = cluster.connect()
-            row = session.execute(READY_QUERY).one()
-            if row is None or not row.release_version:
-                return False
-            if self.expect_peers:
-                return len(list(session.execute("SELECT peer FROM system.peers"))) >= self.expect_peers
-            return True
-        finally:
-            cluster.shutdown()
+        # A first start usually has only the default role; a setup cut short after dropping it
+        # (see CassandraCluster.create_lab_superuser) has only the lab's.
+        logins = [self.credentials] if self.secured else [DEFAULT_SUPERUSER, self.credentials]
+        for creds in logins:
+            cluster = driver_cluster([self.contact_point], only=self.host, credentials=creds,
+                                     connect_timeout_s=2, request_timeout_s=5)
+            try:
+                session = cluster.connect()
+            except Exception as e:
+                cluster.shutdown()
+                if self.secured and _refused(e):
+                    raise CassandraError(
+                        f"{self.name} refuses the lab's Cassandra password for {creds.user!r}: its "
+                        f"data in {self.workdir} was made with other credentials. Start it with "
+                        "the secrets.json of the lab that made it, or delete that lab's data "
+                        "(`labkit down --purge`)."
+                    ) from None
+                continue
+            try:
+                row = session.execute(READY_QUERY).one()
+                if row is None or not row.release_version:
+                    return False
+                if self.expect_peers:
+                    peers = session.execute("SELECT peer FROM system.peers")
+                    return len(list(peers)) >= self.expect_peers
+                return True
+            finally:
+                cluster.shutdown()
+        return False
 
     def version(self) -> str:
-        cluster = driver_cluster([self.contact_point], only=self.host, connect_timeout_s=2)
+        cluster = driver_cluster([self.contact_point], only=self.host, credentials=self.credentials,
+                                 connect_timeout_s=2)
         try:
             return cluster.connect().execute(READY_QUERY).one().release_version
         finally:
@@ -532,11 +654,25 @@ class CassandraNode(NativeService):
         self._process().send_signal(signal.SIGCONT)
 
     def nodetool(self, *args: str, timeout_s: float = 120) -> str:
-        """Run ``nodetool <args>`` against this node over local JMX; return its output.
+        """Run ``nodetool <args>`` against this node over local JMX, logged in; return its output.
+
+        The JMX password goes by file (``-pwf``), so ``ps`` does not show it.
 
             >>> node.nodetool("disablehandoff")  # doctest: +SKIP
         """
-        cmd = [
+        cmd = self.nodetool_command(*args)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            raise CassandraError(
+                f"nodetool {' '.join(args)} on {self.name} failed (exit {proc.returncode}):\n"
+                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
+        return proc.stdout
+
+    def nodetool_command(self, *args: str, login: bool = True) -> list[str]:
+        """The ``java ... NodeTool`` command line; ``login=False`` leaves the JMX login out."""
+        auth = ["-u", self.credentials.user, "-pwf", str(self.jmx_password_file)] if login else []
+        return [
             self.java,
             "-Xmx128M",
             "-XX:+UseSerialGC",
@@ -549,16 +685,9 @@ class CassandraNode(NativeService):
             *[o for o in self._jvm_options() if o.startswith("--add-") or "=ALL-UNNAMED" in o],
             "-cp", f"{self.lib_dir}/*",
             "org.apache.cassandra.tools.NodeTool",
-            "-h", self.jmx_host, "-p", str(self.jmx_port),
+            "-h", self.jmx_host, "-p", str(self.jmx_port), *auth,
             *args,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            raise CassandraError(
-                f"nodetool {' '.join(args)} on {self.name} failed (exit {proc.returncode}):\n"
-                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
-            )
-        return proc.stdout
 
     def rss_bytes(self) -> int:
         """Resident memory of the JVM now (0 when stopped)."""
@@ -592,14 +721,16 @@ class CassandraCluster(ServiceGroup):
         heap_mb: int = 512,
         java: str = "java",
         ring_delay_ms: int = 1000,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         user: str | None = None,
         timeout_s: float = 180.0,
+        credentials: CassandraCredentials | None = None,
     ) -> None:
         self.cluster_dir = Path(cluster_dir)
         self.dc = dc
         self.cluster_name = cluster_name
+        self.credentials = credentials or CassandraCredentials()
         self._sessions: list[Any] = []
         if not isinstance(nodes, int):
             self.nodes = list(nodes)
@@ -613,7 +744,7 @@ class CassandraCluster(ServiceGroup):
                 rack=f"rack{i + 1}", host=host, initial_token=token, lib_dir=lib_dir,
                 heap_mb=heap_mb, java=java, ring_delay_ms=ring_delay_ms,
                 container_dir=container_dir, extra_jvm_opts=extra_jvm_opts, user=user,
-                timeout_s=timeout_s,
+                timeout_s=timeout_s, credentials=self.credentials, ring_size=nodes,
             )
             for i, (host, token) in enumerate(zip(hosts, _murmur3_tokens(nodes)))
         ]
@@ -635,9 +766,18 @@ class CassandraCluster(ServiceGroup):
         """Start every stopped node and wait until each answers CQL; return seconds taken.
 
         Each node counts as ready once it also sees the others (gossip has met them); a node
-        restarted alone (``node.start()``) waits for its peers the same way.
-        ``parallel=False`` starts the nodes one after the other (for comparison).
+        restarted alone (``node.start()``) waits for its peers the same way. On the cluster's
+        first start the lab's superuser then replaces the default one
+        (:meth:`create_lab_superuser`). ``parallel=False`` restarts the nodes one after the
+        other (for comparison); a ring's first start must be parallel, since a login needs
+        a quorum of system_auth's replicas (every node) until the lab's superuser exists.
         """
+        if not parallel and len(self.nodes) > 1 and not all(n.secured for n in self.nodes):
+            raise CassandraError(
+                f"{self.cluster_name} has never run: start it with parallel=True first (a login "
+                "needs most of its nodes until the lab's superuser exists), then restart it "
+                "one node after the other"
+            )
         t0 = time.monotonic()
         try:
             if not parallel:
@@ -649,6 +789,7 @@ class CassandraCluster(ServiceGroup):
             _each(self.nodes, lambda n: wait_ready(n.name, n.ready, timeout_s=n.timeout_s,
                                                    procs=n.procs, log_path=n.log_path)
                   if n.running() else n.start())
+            self.create_lab_superuser()
         except BaseException:
             self.stop()
             raise
@@ -668,10 +809,59 @@ class CassandraCluster(ServiceGroup):
         Sessions are shut down by :meth:`stop`; call ``session.cluster.shutdown()`` to close one earlier.
         """
         points = [only.contact_point] if only else self.contact_points
+        kwargs.setdefault("credentials", self.credentials)
         cluster = driver_cluster(points, only=only.host if only else None, **kwargs)
-        session = cluster.connect(keyspace)
+        try:
+            session = cluster.connect(keyspace)
+        except BaseException:
+            cluster.shutdown()
+            raise
         self._sessions.append(session)
         return session
+
+    def create_lab_superuser(self) -> None:
+        """Replace Cassandra's default superuser by the lab's own; a no-op once done.
+
+        On the cluster's first start, logged in as the default ``cassandra``: replicate
+        ``system_auth`` to every node (NetworkTopologyStrategy, RF = nodes) and create the
+        lab's superuser there, so every node holds it and a login works with nodes down.
+        Then, logged in as the lab's superuser, drop ``cassandra``. Each step can run again,
+        so a setup cut short finishes on the next start.
+        """
+        if all(n.secured for n in self.nodes):
+            return
+        from cassandra.cluster import NoHostAvailable
+
+        replication = {"class": "NetworkTopologyStrategy", self.dc: len(self.nodes)}
+        alter = f"ALTER KEYSPACE system_auth WITH replication = {replication!r}"
+        role = '"' + self.credentials.user.replace('"', '""') + '"'
+        # One node coordinates; no schema or token metadata to load: only statements to send.
+        quick = dict(only=self.nodes[0].host, schema_metadata_enabled=False,
+                     token_metadata_enabled=False)
+        default = driver_cluster(self.contact_points, credentials=DEFAULT_SUPERUSER, **quick)
+        try:
+            session = default.connect()
+        except NoHostAvailable as e:
+            if not _refused(e):
+                raise
+            session = None  # dropped already: a setup cut short after its last step
+        try:
+            if session is not None:
+                session.execute(alter)
+                session.execute(f"CREATE ROLE IF NOT EXISTS {role} WITH SUPERUSER = true "
+                                "AND LOGIN = true AND PASSWORD = %s", (self.credentials.password,))
+        finally:
+            default.shutdown()
+        lab = driver_cluster(self.contact_points, credentials=self.credentials, **quick)
+        try:
+            session_lab = lab.connect()
+            if session is None:
+                session_lab.execute(alter)
+            session_lab.execute("DROP ROLE IF EXISTS cassandra")
+        finally:
+            lab.shutdown()
+        for n in self.nodes:
+            (n.workdir / _SECURED_MARKER).touch()
 
     def members(self) -> list[CassandraNode]:
         return self.nodes
@@ -686,15 +876,27 @@ class CassandraCluster(ServiceGroup):
         }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "CassandraCluster":
-        nodes = [CassandraNode.from_state(n) for n in d["nodes"]]
+    def from_state(cls, d: dict[str, Any], *, credentials: CassandraCredentials) -> "CassandraCluster":
+        nodes = [CassandraNode.from_state(n, credentials=credentials) for n in d["nodes"]]
         for n in nodes:
             n.expect_peers = len(nodes) - 1
         return cls(Path(d["cluster_dir"]), lib_dir=nodes[0].lib_dir, nodes=nodes, dc=d["dc"],
-                   cluster_name=d["cluster_name"])
+                   cluster_name=d["cluster_name"], credentials=credentials)
 
     def __repr__(self) -> str:
         return f"<CassandraCluster {self.cluster_name} dc={self.dc} nodes={len(self.nodes)}>"
+
+
+def _write_secret(path: Path, text: str, mode: int = 0o400) -> None:
+    """Write ``text`` to a fresh file created with ``mode`` (replacing any older, read-only one).
+
+    Created with its mode, so the secret is never readable by others, not even for a moment.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _each(nodes: Sequence[CassandraNode], action: Any) -> None:
@@ -721,6 +923,10 @@ class Cassandra(ServiceGroup):
 
     ``topology="ring"`` gives 3 nodes in dc ``us``; ``topology="regions"`` gives two
     independent clusters, ``cas.region("us")`` and ``cas.region("eu")``.
+
+    Every cluster logs in with ``credentials`` (default: a fresh random password; the lab
+    passes the one in its secrets, since a cluster keeps the password it was first started
+    with). ``cqlsh --credentials <cas.cqlsh_credentials>`` logs in too.
     """
 
     kind = "cassandra"
@@ -738,10 +944,11 @@ class Cassandra(ServiceGroup):
         nodes_per_region: int | None = None,
         ring_delay_ms: int = 1000,
         start_timeout_s: float = 180,
-        container_dir: Path = CONTAINER_DIR,
+        container_dir: Path | None = None,
         extra_jvm_opts: Sequence[str] = (),
         quick_start: bool = True,
         user: str | None = None,
+        credentials: CassandraCredentials | None = None,
         _clusters: dict[str, CassandraCluster] | None = None,
     ) -> None:
         if topology not in TOPOLOGIES:
@@ -758,10 +965,11 @@ class Cassandra(ServiceGroup):
         self.nodes_per_region = nodes_per_region
         self.ring_delay_ms = ring_delay_ms
         self.start_timeout_s = start_timeout_s
-        self.container_dir = Path(container_dir)
+        self.container_dir = Path(container_dir) if container_dir else None
         self.extra_jvm_opts = list(extra_jvm_opts)
         self.quick_start = quick_start
         self.user = user
+        self.credentials = credentials or CassandraCredentials()
         self.clusters: dict[str, CassandraCluster] = dict(_clusters or {})
 
     # -- accessors ---------------------------------------------------------
@@ -788,6 +996,14 @@ class Cassandra(ServiceGroup):
     @property
     def nodes(self) -> list[CassandraNode]:
         return [n for c in self.clusters.values() for n in c.nodes]
+
+    @property
+    def cqlsh_credentials(self) -> Path:
+        """cqlsh's credentials file for the lab's superuser (``cqlsh --credentials FILE``).
+
+        Mode 0600 and owned by whoever runs labkit, as cqlsh requires; written by :meth:`start`.
+        """
+        return self.lab_dir / "cassandra" / "cqlsh-credentials"
 
     def connect(self, keyspace: str | None = None, *, region: str | None = None, **kwargs: Any):
         """A driver session on ``region`` (default: the first region)."""
@@ -822,6 +1038,7 @@ class Cassandra(ServiceGroup):
                 extra_jvm_opts=jvm_opts,
                 user=self.user,
                 timeout_s=self.start_timeout_s,
+                credentials=self.credentials,
             )
             first_host += n
 
@@ -856,14 +1073,14 @@ class Cassandra(ServiceGroup):
         t0 = time.monotonic()
         if not self.clusters:
             self._build()
-        for c in self.clusters.values():
-            for n in c.nodes:
-                n.expect_peers = len(c.nodes) - 1
         try:
-            _each(self.nodes, lambda n: n.start())
+            _each(list(self.clusters.values()), lambda c: c.start())
         except BaseException:
             self.stop()
             raise
+        creds = self.credentials
+        _write_secret(self.cqlsh_credentials, f"[plain_text_auth]\nusername = {creds.user}\n"
+                      f"password = {creds.password}\n", mode=0o600)
         return time.monotonic() - t0
 
     def stop(self) -> None:
@@ -890,7 +1107,7 @@ class Cassandra(ServiceGroup):
             "nodes_per_region": self.nodes_per_region,
             "ring_delay_ms": self.ring_delay_ms,
             "start_timeout_s": self.start_timeout_s,
-            "container_dir": str(self.container_dir),
+            "container_dir": str(self.container_dir) if self.container_dir else None,
             "extra_jvm_opts": list(self.extra_jvm_opts),
             "quick_start": self.quick_start,
             "user": self.user,
@@ -898,8 +1115,11 @@ class Cassandra(ServiceGroup):
         }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "Cassandra":
-        """Rebuild from :meth:`to_state` output (e.g. the lab's state file)."""
+    def from_state(cls, d: dict[str, Any], *, credentials: CassandraCredentials) -> "Cassandra":
+        """Rebuild from :meth:`to_state` output (e.g. the lab's state file).
+
+        The state holds no password: ``credentials`` are those the lab keeps in its secrets.
+        """
         return cls(
             Path(d["lab_dir"]),
             d["topology"],
@@ -911,11 +1131,13 @@ class Cassandra(ServiceGroup):
             nodes_per_region=d.get("nodes_per_region"),
             ring_delay_ms=d["ring_delay_ms"],
             start_timeout_s=d["start_timeout_s"],
-            container_dir=Path(d["container_dir"]),
+            container_dir=Path(d["container_dir"]) if d.get("container_dir") else None,
             extra_jvm_opts=d.get("extra_jvm_opts", ()),
             quick_start=d.get("quick_start", True),
             user=d.get("user"),
-            _clusters={r: CassandraCluster.from_state(c) for r, c in d["clusters"].items()},
+            credentials=credentials,
+            _clusters={r: CassandraCluster.from_state(c, credentials=credentials)
+                       for r, c in d["clusters"].items()},
         )
 
     def __repr__(self) -> str:

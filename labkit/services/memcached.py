@@ -12,20 +12,26 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from labkit._proc import PortAllocator, spawn
+from labkit._proc import PortAllocator, ServiceError, spawn
 from labkit.services.base import NativeService
+
+
+def read_until(sock: socket.socket, *endings: bytes) -> bytes:
+    """Read from ``sock`` until the data ends with one of ``endings`` (or the server closes)."""
+    data = b""
+    while not data.endswith(endings):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def memcached_command(host: str, port: int, line: bytes, timeout_s: float = 1.0) -> bytes:
     """Send one text-protocol line, return the first response line (without CRLF)."""
     with socket.create_connection((host, port), timeout=timeout_s) as s:
         s.sendall(line)
-        data = b""
-        while not data.endswith(b"\r\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until(s, b"\r\n")
     return data.strip()
 
 
@@ -72,6 +78,12 @@ class Memcached(NativeService):
 
     def version(self) -> str:
         return memcached_command(self.host, self.port, b"version\r\n").decode().split()[1]
+
+    def flush(self) -> None:
+        """Invalidate every item (``flush_all``)."""
+        answer = memcached_command(self.host, self.port, b"flush_all\r\n")
+        if answer != b"OK":
+            raise ServiceError(f"{self.name}: flush_all answered {answer!r}")
 
     def _state(self) -> dict[str, Any]:
         return {"index": self.index, "port": self.port, "memory_mb": self.memory_mb}

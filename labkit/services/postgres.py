@@ -2,14 +2,17 @@
 
 Every TCP login needs the lab's generated password (scram-sha-256); there is no trust auth
 and no Unix socket. ``wal_level=logical`` so later notebooks can read the write stream.
-Each follower's replay delay can be changed while it runs, and its lag read in bytes and ms.
+Each follower's replay delay can be changed while it runs, and its lag read in bytes and ms
+(ms from the leader's heartbeat row, ``labkit.services.heartbeat``). ``wait_replayed`` is the
+one way the lab waits for a follower to catch up.
 
 >>> from pathlib import Path
 >>> with Postgres(Path("/tmp/lab/postgres"), password="s3cret", followers=1) as pg:  # doctest: +SKIP
+...     pg.follower.set_delay(500)
+...     pg.follower.wait_replayed()          # about 500 ms: the delay is now in force
 ...     pg.leader.execute("CREATE TABLE t (x int)")
-...     pg.followers[0].set_delay(500)
-...     pg.followers[0].lag()
-Lag(bytes=0, ms=0.0)
+...     pg.follower.lag()
+Lag(bytes=3312, ms=561.2)
 """
 
 from __future__ import annotations
@@ -26,18 +29,59 @@ from psycopg import sql
 
 from labkit._proc import PortAllocator, ServiceError, own, run, spawn
 from labkit.config import SYNCHRONOUS_COMMIT_MODES
+from labkit.services import heartbeat
 from labkit.services.base import NativeService, ServiceGroup
+from labkit.services.templates import template_dir
 
-CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "postgres"
 SUPERUSER = "postgres"
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 
 
 @dataclass(frozen=True)
 class Lag:
-    """How far a follower is behind its leader."""
+    """How far a follower is behind its leader: WAL not replayed yet, and its visible state's age.
+
+    ``ms`` is the follower's clock minus the newest heartbeat it shows (0 when it has replayed
+    everything the leader had written): a reader of the follower misses the writes of about
+    the last ``ms`` milliseconds. It errs high by at most one heartbeat interval.
+    """
 
     bytes: int
     ms: float
+
+
+class ReplayTimeout(ServiceError, TimeoutError):
+    """A follower did not replay up to a WAL position in time; the message says what to check."""
+
+
+def current_lsn(leader_conn: psycopg.Connection) -> str:
+    """The leader's WAL insert position: a follower that replayed it has every write made so far.
+
+    Taken after a commit, it is at or past the end of the commit record, so it also covers
+    commits whose WAL is not flushed yet (``synchronous_commit = off``).
+    """
+    return leader_conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+
+
+def replayed(follower_conn: psycopg.Connection, lsn: str, timeout_s: float = 0.0,
+             poll_s: float = 0.002) -> bool:
+    """True once the follower behind ``follower_conn`` has replayed WAL up to ``lsn``.
+
+    The one poll loop of the lab: waits at most ``timeout_s`` (0: just look), polling every
+    ``poll_s``, and returns False when time runs out. It takes an open connection so that
+    the read-your-writes hot path pays no login; ``PostgresServer.wait_replayed`` is the
+    convenient form. Replay only moves forward: once True, every later query on that follower
+    sees what was written up to ``lsn``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        (done,) = follower_conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                        (lsn,)).fetchone()
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 class PostgresServer(NativeService):
@@ -143,8 +187,9 @@ class PostgresServer(NativeService):
                  "--no-sync"], user=self.user, what="initdb (postgres)")
         finally:
             pwfile.unlink(missing_ok=True)
-        shutil.copy(CONTAINERS / "pg_hba.conf", self.data_dir / "pg_hba.conf")
-        shutil.copy(CONTAINERS / "postgresql.conf", self.data_dir / "labkit.conf")
+        templates = template_dir("postgres")
+        shutil.copy(templates / "pg_hba.conf", self.data_dir / "pg_hba.conf")
+        shutil.copy(templates / "postgresql.conf", self.data_dir / "labkit.conf")
         with open(self.data_dir / "postgresql.conf", "a") as f:
             f.write("\ninclude 'labkit.conf'\ninclude_if_exists 'labkit-runtime.conf'\n")
 
@@ -178,9 +223,36 @@ class PostgresServer(NativeService):
     def version(self) -> str:
         return self.execute("SHOW server_version")[0][0]
 
+    def drop_database(self, name: str, timeout_s: float = 10.0) -> None:
+        """Drop database ``name`` if it exists, with its open sessions and logical slots.
+
+        A logical replication slot (an invalidation service's) pins its database: DROP
+        DATABASE refuses while one exists, even WITH (FORCE). So the slots go first, and with
+        them a reader still using one (a service left over from an interrupted notebook exits
+        when cut off).
+        """
+        slots = "FROM pg_replication_slots WHERE database = %s"
+        deadline = time.monotonic() + timeout_s
+        while self.execute(f"SELECT 1 {slots}", (name,)):
+            self.execute(f"SELECT pg_terminate_backend(active_pid) {slots} AND active", (name,))
+            self.execute(f"SELECT pg_drop_replication_slot(slot_name) {slots} AND NOT active",
+                         (name,))
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the replication slots of {name} stay in use; stop their "
+                                   "readers (pg_replication_slots.active_pid)")
+            time.sleep(0.05)
+        self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
     # -- follower controls --------------------------------------------------------------
-    def set_delay(self, delay_ms: int) -> None:
-        """Make this follower apply each commit ``delay_ms`` after the leader made it."""
+    def set_delay(self, delay_ms: int, *, settle: bool = False) -> None:
+        """Make this follower apply each commit ``delay_ms`` after the leader made it.
+
+        The delay holds back commits made from now on; what was applied stays. So the
+        follower's lag grows to ``delay_ms`` over the next ``delay_ms``; ``settle=True``
+        returns only then (a commit made after the change has been held back and applied),
+        so that ``lag()`` reads about ``delay_ms`` at once.
+        """
         self._require_follower("set_delay")
         if delay_ms < 0:
             raise ValueError(f"delay_ms={delay_ms}: a replay delay cannot be negative")
@@ -191,6 +263,20 @@ class PostgresServer(NativeService):
         deadline = time.monotonic() + 5
         while self.delay_ms() != int(delay_ms) and time.monotonic() < deadline:
             time.sleep(0.01)
+        if settle:
+            self._settle(delay_ms)
+
+    def _settle(self, delay_ms: int) -> None:
+        """Wait until a commit made now has been held ``delay_ms`` and applied here."""
+        assert self.leader is not None
+        for _ in range(3):  # the replaying process may pick up the new setting a moment late
+            with self.leader.connect(options="-c synchronous_commit=local") as conn:
+                conn.execute(heartbeat.BEAT_SQL)  # an extra beat: a commit to be held back
+                lsn = current_lsn(conn)
+            t0 = time.monotonic()
+            self.wait_replayed(lsn, timeout_s=delay_ms / 1000 + 10)
+            if (time.monotonic() - t0) * 1000 >= 0.8 * delay_ms:
+                return
 
     def delay_ms(self) -> int:
         """The replay delay in force (``recovery_min_apply_delay``), in ms."""
@@ -200,27 +286,58 @@ class PostgresServer(NativeService):
         return int(rows[0][0])
 
     def lag(self) -> Lag:
-        """Bytes of WAL not yet replayed here, and the leader's estimate of the delay in ms.
+        """Bytes of WAL not yet replayed here, and how old this follower's visible state is (ms).
 
-        ``ms`` is the leader's ``replay_lag`` while there is WAL to replay (0 when caught up).
-        When the leader has no recent estimate (a single write after a quiet spell), it falls
-        back to the age of the last transaction this follower replayed.
+        ``ms`` follows pt-heartbeat: this server's clock minus the newest heartbeat row it
+        shows (the leader writes one every ``heartbeat.INTERVAL_MS``), and 0 when it has
+        replayed everything the leader had written when asked. A follower held 500 ms back
+        reads about 500 ms at any moment, also right after a single write.
         """
         self._require_follower("lag")
         assert self.leader is not None
-        rows = self.leader.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
-            "extract(epoch FROM replay_lag) * 1000 FROM pg_stat_replication "
-            "WHERE application_name = %s", (self.name,))
-        if not rows or rows[0][0] is None:
+        with self.leader.connect() as conn:
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn()::text, "
+                "EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = %s), "
+                f"({heartbeat.AGE_MS_SQL})", (self.name,)).fetchone()
+        leader_lsn, streaming, beat_age_ms = row
+        if not streaming:
             raise ServiceError(f"{self.name} is not streaming from the leader; see {self.log_path}")
-        lag_bytes, replay_ms = int(rows[0][0]), rows[0][1]
-        if lag_bytes <= 0:
+        if beat_age_ms is None or beat_age_ms > heartbeat.STALE_MS:
+            raise ServiceError(
+                f"the leader's heartbeat is not being written (last beat "
+                f"{(beat_age_ms or 0) / 1000:.0f} s ago), so the lag in ms cannot be read; "
+                "run `labkit up` to restart it")
+        with self.connect() as conn:
+            lag_bytes, visible_age_ms = conn.execute(
+                "SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint, "
+                f"({heartbeat.AGE_MS_SQL})", (leader_lsn,)).fetchone()
+        if lag_bytes <= 0:  # replayed all the leader had when we asked: nothing is missing
             return Lag(0, 0.0)
-        if replay_ms is None:
-            replay_ms = self.execute(
-                "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000")[0][0]
-        return Lag(lag_bytes, float(replay_ms or 0.0))
+        return Lag(int(lag_bytes), max(0.0, float(visible_age_ms)))
+
+    def wait_replayed(self, lsn: str | None = None, *, timeout_s: float = 10.0,
+                      conn: psycopg.Connection | None = None) -> None:
+        """Return once this follower has replayed up to ``lsn`` (default: all the leader has now).
+
+        After it, reads here see every write the leader had made when it was called (a
+        CREATE DATABASE, a schema, a like). ``conn`` reuses an open connection to this
+        follower (any database). Raises ``ReplayTimeout`` after ``timeout_s``.
+        """
+        self._require_follower("wait_replayed")
+        assert self.leader is not None
+        if lsn is None:
+            with self.leader.connect() as lconn:
+                lsn = current_lsn(lconn)
+        if conn is not None:
+            ok = replayed(conn, lsn, timeout_s)
+        else:
+            with self.connect() as own_conn:
+                ok = replayed(own_conn, lsn, timeout_s)
+        if not ok:
+            raise ReplayTimeout(
+                f"{self.name} did not replay up to {lsn} within {timeout_s:g} s (its replay "
+                f"delay is {self.delay_ms()} ms); check `labkit status`, or set_delay(0)")
 
     def _require_follower(self, what: str) -> None:
         if not self.is_follower:
@@ -246,7 +363,8 @@ class Postgres(ServiceGroup):
     def __init__(self, workdir: Path, *, password: str, followers: int = 1,
                  synchronous_commit: str = "local", ports: PortAllocator | None = None,
                  bin_dir: str = "/usr/lib/postgresql/15/bin", host: str = "127.0.0.1",
-                 user: str | None = None, timeout_s: float = 60.0) -> None:
+                 user: str | None = None, timeout_s: float = 60.0,
+                 heartbeat_ms: float = heartbeat.INTERVAL_MS) -> None:
         self.workdir, self.password = Path(workdir), password
         self.initial_synchronous_commit = synchronous_commit
         ports = ports or PortAllocator(host)
@@ -258,6 +376,9 @@ class Postgres(ServiceGroup):
                            port=ports.take(), **common)
             for i in range(1, followers + 1)
         ]
+        # Only followers need it: their lag in ms is read from its row.
+        self.heartbeat = heartbeat.Heartbeat(self.workdir / "heartbeat", dsn=self.leader.dsn(),
+                                             interval_ms=heartbeat_ms, timeout_s=timeout_s)
 
     @property
     def servers(self) -> list[PostgresServer]:
@@ -282,24 +403,31 @@ class Postgres(ServiceGroup):
             for f in self.followers:
                 shutil.rmtree(f.workdir / "data", ignore_errors=True)
         if self.followers:
-            with ThreadPoolExecutor(len(self.followers)) as pool:
-                list(pool.map(lambda f: f.start(), self.followers))
+            self.heartbeat.dsn = self.leader.dsn()  # the leader's port may have changed
+            # The heartbeat needs only the leader: it starts beside the followers.
+            rest = [*self.followers, self.heartbeat]
+            with ThreadPoolExecutor(len(rest)) as pool:
+                list(pool.map(lambda m: m.start(), rest))
         if not leader_was_running:  # a reattach keeps whatever a notebook switched to
             self.set_synchronous_commit(self.initial_synchronous_commit)
         return self
 
     def stop(self) -> None:
+        self.heartbeat.stop()
         for s in reversed(self.servers):
             s.stop()
 
-    def members(self) -> list[PostgresServer]:
-        return self.servers
+    def members(self) -> list[NativeService]:
+        return [*self.servers, self.heartbeat] if self.followers else list(self.servers)
 
     def health(self) -> list[dict[str, Any]]:
-        """One row per server; a follower's row also says how far behind it is."""
+        """One row per server (and the heartbeat); a follower's row also says how far behind it is."""
         out = []
-        for s in self.servers:
+        for s in self.members():
             h = s.health()
+            if not isinstance(s, PostgresServer):
+                out.append(h)
+                continue
             h["name"] = f"postgres-{s.name}"
             if s.is_follower and h["ok"]:
                 try:
@@ -327,18 +455,14 @@ class Postgres(ServiceGroup):
                 if owner:
                     create += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
                 conn.execute(create)
-        deadline = time.monotonic() + timeout_s
-        while not all(f.execute(exists, (name,)) for f in self.followers):
-            if time.monotonic() > deadline:
-                raise ServiceError(f"the followers did not replay CREATE DATABASE {name} within "
-                                   f"{timeout_s:.0f} s; check their lag with `labkit status`")
-            time.sleep(0.02)
+            lsn = current_lsn(conn)
+        for f in self.followers:
+            f.wait_replayed(lsn, timeout_s=timeout_s)
         return name
 
     def drop_database(self, name: str) -> None:
-        """Drop database ``name`` (and its open sessions) if it exists."""
-        self.leader.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        """Drop database ``name`` (its sessions and logical slots too) if it exists."""
+        self.leader.drop_database(name)
 
     def set_synchronous_commit(self, mode: str) -> None:
         """Switch how commits on the leader wait: ``off``, ``local`` or ``remote_apply``.
@@ -365,13 +489,53 @@ class Postgres(ServiceGroup):
     def synchronous_commit(self) -> str:
         return self.leader.execute("SHOW synchronous_commit")[0][0]
 
+    # -- what `labkit reset` puts back, and `labkit status` warns about --------------------
+    def scratch_databases(self) -> list[str]:
+        """Every database on the leader but the system ones (``postgres``, ``template0/1``)."""
+        return [r[0] for r in self.leader.execute(
+            "SELECT datname FROM pg_database WHERE datname <> ALL(%s) ORDER BY datname",
+            (list(SYSTEM_DATABASES),))]
+
+    def replication_slots(self) -> list[dict[str, Any]]:
+        """The leader's replication slots: name, type, database, active, WAL held (bytes)."""
+        rows = self.leader.execute(
+            "SELECT slot_name, slot_type, database, active, "
+            "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
+            "FROM pg_replication_slots ORDER BY slot_name")
+        return [{"name": n, "type": t, "database": d, "active": a, "held_bytes": int(b)}
+                for n, t, d, a, b in rows]
+
+    def drop_logical_slots(self, database: str | None = None, timeout_s: float = 10.0) -> None:
+        """Drop every logical replication slot (of ``database``, or all), cutting off readers.
+
+        The followers' physical slots stay. A slot in use cannot be dropped, so its reader's
+        session is terminated first (an invalidation service exits when cut off); a database
+        with a logical slot cannot be dropped, so this comes first.
+        """
+        where = "slot_type = 'logical' AND (%(db)s::name IS NULL OR database = %(db)s)"
+        params = {"db": database}
+        deadline = time.monotonic() + timeout_s
+        while self.leader.execute(f"SELECT 1 FROM pg_replication_slots WHERE {where}", params):
+            self.leader.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                                f"WHERE {where} AND active", params)
+            self.leader.execute("SELECT pg_drop_replication_slot(slot_name) "
+                                f"FROM pg_replication_slots WHERE {where} AND NOT active", params)
+            if time.monotonic() > deadline:
+                raise ServiceError("logical replication slots stay in use; stop their readers "
+                                   "(see pg_replication_slots.active_pid) and try again")
+            time.sleep(0.05)
+
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "workdir": str(self.workdir), "password": self.password,
-                "servers": [s.to_state() for s in self.servers]}
+                "servers": [s.to_state() for s in self.servers],
+                "heartbeat": self.heartbeat.to_state()}
 
     def restore(self, state: dict[str, Any]) -> "Postgres":
         for s, st in zip(self.servers, state["servers"]):
             s.restore(st)
+        if "heartbeat" in state:  # a lab started before the heartbeat existed gets one at `up`
+            self.heartbeat.restore(state["heartbeat"])
+        self.heartbeat.dsn = self.leader.dsn()
         return self
 
     def __repr__(self) -> str:

@@ -14,15 +14,18 @@ amqp://u:p@127.0.0.1:41234/lab
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import quote
 
-from labkit._proc import PortAllocator, Proc, listening, spawn, wait_ready
+from labkit._proc import PortAllocator, Proc, ServiceError, listening, run, spawn, wait_ready
 from labkit.services.base import NativeService
+from labkit.services.templates import template_dir
 
-CONTAINERS = Path(__file__).resolve().parents[2] / "containers" / "rabbitmq"
+# A fixed node name: the data directory is named after it and reused across `up`s.
+NODENAME = "labkit@localhost"
 
 
 class RabbitMQ(NativeService):
@@ -68,19 +71,19 @@ class RabbitMQ(NativeService):
         self.dist_port = self.dist_port or ports.take()
         self.epmd_port = self.epmd_port or ports.take()
         (self.workdir / "log").mkdir(exist_ok=True)
-        template = (CONTAINERS / "rabbitmq.conf").read_text()
+        templates = template_dir("rabbitmq")
+        template = (templates / "rabbitmq.conf").read_text()
         (self.workdir / "rabbitmq.conf").write_text(template.format(
             host=self.host, port=self.port, username=self.username, password=self.password,
             vhost=self.vhost))
         (self.workdir / "rabbitmq.conf").chmod(0o600)
-        (self.workdir / "enabled_plugins").write_text((CONTAINERS / "enabled_plugins").read_text())
+        (self.workdir / "enabled_plugins").write_text((templates / "enabled_plugins").read_text())
 
     def _env(self) -> dict[str, str]:
         w = str(self.workdir)
         return {
             "HOME": w,  # the Erlang cookie lives here
-            # A fixed node name: the data directory is named after it and reused across `up`s.
-            "RABBITMQ_NODENAME": "labkit@localhost",
+            "RABBITMQ_NODENAME": NODENAME,
             "RABBITMQ_CONF_ENV_FILE": "/dev/null",  # ignore the system's rabbitmq-env.conf
             "RABBITMQ_CONFIG_FILE": f"{w}/rabbitmq.conf",
             "RABBITMQ_ADVANCED_CONFIG_FILE": f"{w}/advanced.config",
@@ -135,6 +138,40 @@ class RabbitMQ(NativeService):
             return v.decode() if isinstance(v, bytes) else str(v)
         finally:
             conn.close()
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """Run ``rabbitmqctl ARGS`` against this node; return its output.
+
+        As the server's account (the Erlang cookie in the node's HOME is that account's), and
+        through the node's own epmd. AMQP cannot list queues, hence the CLI tool.
+        """
+        ctl = Path(self.server_bin).with_name("rabbitmqctl")
+        env = {"HOME": str(self.workdir), "RABBITMQ_NODENAME": NODENAME,
+               "RABBITMQ_CONF_ENV_FILE": "/dev/null", "ERL_EPMD_PORT": str(self.epmd_port)}
+        return run([str(ctl) if ctl.parent != Path(".") else "rabbitmqctl", *args],
+                   user=self.user, env=env, cwd=self.workdir, what="rabbitmqctl (rabbitmq)",
+                   timeout_s=timeout_s)
+
+    def queues(self) -> list[str]:
+        """The names of every queue in the lab's vhost."""
+        out = self.ctl("list_queues", "-p", self.vhost, "--formatter", "json", "name")
+        return [q["name"] for q in json.loads(out or "[]")]
+
+    def delete_queues(self, names: Iterable[str]) -> None:
+        """Delete these queues (and the messages in them) from the lab's vhost."""
+        import amqp
+        failed = []
+        with self.connect() as conn:
+            ch = conn.channel()
+            for name in names:
+                try:
+                    ch.queue_delete(name)
+                except amqp.exceptions.AMQPError as e:  # e.g. exclusive to another connection
+                    failed.append(f"{name} ({e})")
+                    ch = conn.channel()  # the failed channel is closed by the broker
+        if failed:
+            raise ServiceError(f"could not delete queue(s) {', '.join(failed)}; stop the "
+                               "programs that hold them and try again")
 
     def _state(self) -> dict[str, Any]:
         return {"port": self.port, "dist_port": self.dist_port, "epmd_port": self.epmd_port,

@@ -12,6 +12,7 @@ from typing import Any
 
 # The time budget the Instagram articles cite for a request.
 DEFAULT_TIME_BUDGET_S = 12.0
+FEED_KERNELS = ("compiled", "pure")
 
 
 def dsn_dict(server: Any, dbname: str) -> dict[str, Any]:
@@ -48,11 +49,20 @@ class WebConfig:
     notify_queue: str = "notifications"
     gates: dict[str, Any] | None = field(default=None, repr=False)
     secret_key: str = field(default="labkit-web-not-secret", repr=False)
+    # The feed (notebook 11): which scoring kernel runs, and whether the ranking model is
+    # built when the app loads (in gunicorn's master with preload, shared by the workers)
+    # rather than on a worker's first feed request.
+    feed_kernel: str = "compiled"
+    preload_feed_model: bool = False
 
     def __post_init__(self) -> None:
         if not self.time_budget_s > 0:
             raise ValueError(f"time_budget_s={self.time_budget_s}: give a positive number of "
                              f"seconds (the articles use {DEFAULT_TIME_BUDGET_S})")
+        if self.feed_kernel not in FEED_KERNELS:
+            raise ValueError(f"feed_kernel={self.feed_kernel!r}: choose one of "
+                             f"{', '.join(FEED_KERNELS)} (compiled falls back to pure when "
+                             "the extension was not built; see `labkit doctor`)")
 
     @classmethod
     def from_lab(cls, lab: Any, dbname: str, *, notify: bool = False,

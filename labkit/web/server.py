@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from labkit._proc import PortAllocator, spawn
 from labkit.services.base import NativeService
 from labkit.web.config import WebConfig
+from labkit.web.hooks import check_gc_mode, config_file
 
 
 class WebServer(NativeService):
@@ -30,9 +33,16 @@ class WebServer(NativeService):
     kind = "web"
 
     def __init__(self, workdir: Path, config: WebConfig, *, host: str = "127.0.0.1",
-                 port: int = 0, workers: int = 4, timeout_s: float = 60.0) -> None:
+                 port: int = 0, workers: int = 4, timeout_s: float = 60.0,
+                 preload: bool = False, gc_mode: str = "default",
+                 profile_dir: Path | None = None) -> None:
+        """``preload``: load the app once in the master and fork the workers from it
+        (gunicorn's ``preload_app``). ``gc_mode``: default, freeze or disabled, and
+        ``profile_dir``: cProfile each worker into it (both: ``labkit.web.hooks``)."""
         super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
         self.config, self.port, self.workers = config, port, workers
+        self.preload, self.gc_mode = preload, check_gc_mode(gc_mode)
+        self.profile_dir = Path(profile_dir).resolve() if profile_dir else None
 
     @property
     def address(self) -> str:
@@ -45,16 +55,20 @@ class WebServer(NativeService):
         if not self.port:
             self.port = PortAllocator(self.host).take()
         self.config.write(self.workdir / "web.json")
+        profile_dir = str(self.profile_dir) if self.profile_dir else None
+        if self.profile_dir:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "gunicorn.conf.py").write_text(config_file(self.gc_mode, profile_dir))
 
     def _launch(self) -> None:
         config_path = str((self.workdir / "web.json").resolve())
         # gunicorn's own kill switch sits behind the request budget, for code that ignores it.
         hard_timeout_s = int(self.config.time_budget_s + 10)
-        cmd = [sys.executable, "-m", "gunicorn", *self._gunicorn_options(),
-               "--bind", self.address,
+        cmd = [sys.executable, "-m", "gunicorn", "--bind", self.address,
                "--workers", str(self.workers), "--worker-class", "sync",
                "--timeout", str(hard_timeout_s), "--graceful-timeout", "5",
                "--backlog", "512", "--log-level", "warning",
+               *self._config_options(), *(["--preload"] if self.preload else []),
                *_no_control_socket(), self._app_spec(config_path)]
         self.procs.append(spawn("gunicorn", cmd, cwd=self.workdir, log_path=self.log_path,
                                 user=None, env=self._environment()))
@@ -64,8 +78,9 @@ class WebServer(NativeService):
         """gunicorn's WSGI application argument."""
         return f"labkit.web.wsgi:create_app({config_path!r})"
 
-    def _gunicorn_options(self) -> list[str]:
-        return []
+    def _config_options(self) -> list[str]:
+        """gunicorn's config: the file ``_prepare`` wrote (GC mode, profiling hooks)."""
+        return ["--config", str((self.workdir / "gunicorn.conf.py").resolve())]
 
     def _environment(self) -> dict[str, str]:
         return {}
@@ -93,6 +108,16 @@ class WebServer(NativeService):
             return resp.status, resp.read()
         finally:
             conn.close()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the gunicorn workers now running (the master's children)."""
+        master = self.procs[0].process() if self.procs else None
+        if master is None:
+            return []
+        try:
+            return sorted(p.pid for p in master.children())
+        except psutil.Error:
+            return []
 
     def _state(self) -> dict[str, Any]:
         return {"port": self.port}

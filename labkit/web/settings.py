@@ -50,5 +50,6 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_BROKER_URL": config.broker_url,
         "LABKIT_NOTIFY_QUEUE": config.notify_queue,
         "LABKIT_LEADER_DSN": config.leader_dsn(),
+        "LABKIT_FEED_KERNEL": config.feed_kernel,
         "LABKIT_GATES": config.gates,
     }

@@ -6,6 +6,7 @@ Introduced in notebooks/02_web_tier.ipynb.
 - ``POST|DELETE /api/media/<media_id>/like``   like / unlike (leader)
 - ``GET /api/media/<media_id>``                media item with like count (follower)
 - ``GET /api/users/<user_id>``                 profile (follower)
+- ``GET /api/feed?count=20&seen=<id>,...``       a ranked feed page (follower; notebook 11)
 """
 
 from django.urls import path
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/media/<str:media_id>/like", views.like),
     path("api/media/<str:media_id>", views.media),
     path("api/users/<str:user_id>", views.profile),
+    path("api/feed", views.feed),
 ]
 
 handler404 = "labkit.web.views.not_found"

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import router
 from django.http import HttpRequest, JsonResponse
 
-from labkit.backend import likes, schema
+from labkit.backend import likes, ranking, schema
+from labkit.web import feed as feed_state
 from labkit.web.middleware import budget_connection
 from labkit.web.models import MediaLikes
 
@@ -184,6 +185,27 @@ def profile(request: HttpRequest, user_id: str) -> JsonResponse:
     uid = schema.parse_id(user_id)
     return JsonResponse(schema.get_profile(
         budget_connection(request, router.db_for_read(MediaLikes)), uid))
+
+
+@api("GET")
+def feed(request: HttpRequest) -> JsonResponse:
+    """A ranked feed page: ``?count=20`` posts, skipping ``?seen=<id>,<id>,...``.
+
+    Candidates come from the follower (``ranking.PostgresCandidates``); scoring runs in the
+    configured kernel (``WebConfig.feed_kernel``).
+    """
+    count_text = request.GET.get("count", str(ranking.DEFAULT_PAGE_SIZE))
+    try:
+        count = int(count_text)
+    except ValueError:
+        return _error(400, f"count={count_text[:20]!r}: give a number of posts, 1 to 100")
+    seen = ranking.parse_seen(request.GET.get("seen"))
+    conn = budget_connection(request, router.db_for_read(MediaLikes))
+    model = feed_state.model(lambda: conn)
+    page = ranking.feed_page(ranking.PostgresCandidates(conn), model, request.user_id,
+                             seen=seen, count=count,
+                             scorer=ranking.kernel(settings.LABKIT_FEED_KERNEL))
+    return JsonResponse(page)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -14,5 +14,14 @@ def create_app(config_path: str) -> Any:
 
     from labkit.web.config import WebConfig, configure
 
-    configure(WebConfig.read(config_path))
-    return get_wsgi_application()
+    config = WebConfig.read(config_path)
+    configure(config)
+    if config.preload_feed_model:
+        from labkit.web import feed
+        feed.preload(config.follower or config.leader)
+    app = get_wsgi_application()
+    # Import the views now (Django would on the first request): with preload_app, in the
+    # master, so the workers share those modules instead of each importing its own copy.
+    from django.urls import get_resolver
+    get_resolver().url_patterns
+    return app

@@ -38,7 +38,7 @@ def test_count_is_read_from_the_follower(lab, model):
     with lab.leader.connect(db) as conn, lab.follower.connect(db) as fconn:
         for u in users[:5]:
             likes.like(conn, u, media[1])
-        schema.wait_replayed(conn, fconn)
+        lab.follower.wait_replayed(conn=fconn)
         assert likes.count(fconn, media[1]) == 5
         assert fconn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
 
@@ -78,7 +78,7 @@ def test_counter_equals_count_star_after_32_concurrent_clients(lab, model):
         t.join(120)
     assert not errors, errors[:3]
     with lab.leader.connect(db) as conn, lab.follower.connect(db) as fconn:
-        schema.wait_replayed(conn, fconn)
+        lab.follower.wait_replayed(conn=fconn)
         for m in media:
             expected = likes.count_star(conn, m)
             assert likes.count(conn, m) == expected

@@ -108,7 +108,44 @@ def test_malformed_payloads_are_recorded_not_retried(lab, notify_db, make_worker
     assert count(lab, notify_db, "SELECT count(*) FROM notify_attempts") == 1
 
 
-def test_sigkilled_worker_loses_and_duplicates_nothing(lab, notify_db, make_workers):
+def test_the_push_service_dedups_by_idempotency_key(lab, notify_db):
+    with lab.leader.connect(notify_db) as conn:
+        assert tasks.push(conn, 3, 7, 42) and tasks.push(conn, 3, 7, 42)   # no key: both delivered
+        assert tasks.push(conn, 3, 8, 42, idempotency_key="like:8:42") is True
+        assert tasks.push(conn, 3, 8, 42, idempotency_key="like:8:42") is False
+        rows = conn.execute("SELECT liker_id, delivered FROM pushes ORDER BY id").fetchall()
+    assert rows == [(7, True), (7, True), (8, True), (8, False)]
+
+
+def _pushes(lab, db, liker_id: int, media_id: int) -> tuple[int, int]:
+    """(requests the push service received, pushes it delivered) for one like."""
+    (requests, delivered), = lab.leader.execute(
+        "SELECT count(*), count(*) FILTER (WHERE delivered) FROM pushes "
+        "WHERE liker_id = %s AND media_id = %s", (liker_id, media_id), dbname=db)
+    return requests, delivered
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_task_killed_after_its_push_is_redelivered_and_pushes_again(lab, notify_db,
+                                                                       make_workers, idempotent):
+    """At-least-once: the redelivered task's push reaches the service twice; with the
+    idempotency key the owner still gets it once."""
+    workers = make_workers(workers=2, send_ms=2, idempotent_push=idempotent).start()
+    with lab.leader.connect(notify_db) as conn:
+        tasks.inject_crash(conn, liker_id=1, media_id=42)
+    for liker in range(1, 11):
+        workers.app.tasks["notify_like"].delay(liker_id=liker, media_id=42, owner_id=3)
+    wait_until(lambda: count(lab, notify_db, "SELECT count(*) FROM notifications") == 10,
+               what="10 notifications after the crash")
+    assert sorted(workers.alive()) == [False, True], "the worker that ran like 1 died mid-task"
+    assert _pushes(lab, notify_db, 1, 42) == ((2, 1) if idempotent else (2, 2))
+    assert all(_pushes(lab, notify_db, liker, 42) == (1, 1) for liker in range(2, 11))
+    outcomes = lab.leader.execute("SELECT outcome FROM notify_attempts WHERE dedup_key = "
+                                  "'like:1:42'", dbname=notify_db)
+    assert outcomes == [("sent",)]   # the killed run recorded nothing: it died before
+
+
+def test_sigkilled_worker_loses_nothing_and_notifies_once(lab, notify_db, make_workers):
     workers = make_workers(workers=2, send_ms=2)
     tasks.declare_queues(workers.app)
     notify_like = workers.app.tasks["notify_like"]
@@ -126,7 +163,9 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(lab, notify_db, make_work
     assert at_kill < 1000, "the kill came after the run: make the run longer"
     assert workers.alive() == [False, True]
     assert count(lab, notify_db, "SELECT count(DISTINCT dedup_key) FROM notifications") == 1000
-    assert count(lab, notify_db, "SELECT count(DISTINCT liker_id) FROM notifications") == 1000
+    delivered = "SELECT count(*), count(DISTINCT liker_id) FROM pushes WHERE delivered"
+    assert lab.leader.execute(delivered, dbname=notify_db) == [(1000, 1000)]
+    assert count(lab, notify_db, "SELECT count(*) FROM pushes") >= 1000   # repeats: received
     assert count(lab, notify_db, "SELECT count(*) FROM task_failures") == 0
     wait_until(lambda: workers.queue_depth() == 0, what="an empty queue")
 

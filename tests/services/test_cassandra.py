@@ -8,7 +8,10 @@ first use.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import pwd
 import shutil
 import socket
 import stat
@@ -26,10 +29,13 @@ import labkit as lk
 from labkit.config import LabConfig
 from labkit._proc import listening, service_account
 from labkit.services.cassandra import (
+    DEFAULT_SUPERUSER,
     Cassandra,
     CassandraCluster,
+    CassandraCredentials,
     CassandraError,
     CassandraNode,
+    driver_cluster,
     resolve_jars,
 )
 
@@ -149,6 +155,39 @@ def _restart(node: CassandraNode, peers: int) -> None:
     node.start()  # returns once the node answers CQL and sees its peers
 
 
+def _login_refused(points: list[tuple[str, int]], creds: CassandraCredentials) -> bool:
+    """True when the cluster refuses ``creds`` (bad credentials), False when the login works."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    cluster = driver_cluster(points, credentials=creds)
+    try:
+        cluster.connect().execute("SELECT release_version FROM system.local")
+        return False
+    except NoHostAvailable as e:
+        assert e.errors and all(isinstance(x, AuthenticationFailed) for x in e.errors.values()), e
+        return all("incorrect" in str(x) for x in e.errors.values())
+    finally:
+        cluster.shutdown()
+
+
+def _only_the_lab_superuser(cluster: CassandraCluster) -> None:
+    """The lab's role is the only one, the default superuser and a wrong password are refused."""
+    session = cluster.connect()
+    roles = {(r.role, r.is_superuser, r.can_login)
+             for r in session.execute("SELECT role, is_superuser, can_login FROM system_auth.roles")}
+    assert roles == {(cluster.credentials.user, True, True)}
+    replication = session.execute("SELECT replication FROM system_schema.keyspaces "
+                                  "WHERE keyspace_name = 'system_auth'").one().replication
+    assert dict(replication) == {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+                           cluster.dc: str(len(cluster.nodes))}
+    wrong = dataclasses.replace(cluster.credentials, password="not-the-password")
+    for creds in (DEFAULT_SUPERUSER, wrong):
+        # A node may still hold a just-dropped role in its credentials cache (2 s).
+        _wait_for(lambda: _login_refused(cluster.contact_points, creds), timeout_s=30,
+                  what=f"a login as {creds.user!r} with a wrong or default password refused")
+
+
 @pytest.mark.cassandra
 class TestRing:
     def test_read_at_one_returns_stale_value_without_hints(self, ring: CassandraCluster) -> None:
@@ -211,6 +250,75 @@ class TestRing:
         finally:
             _restart(b, peers=2)
 
+    def test_only_the_lab_superuser_logs_in(self, ring: CassandraCluster) -> None:
+        _only_the_lab_superuser(ring)
+        # Reattached from state.json (the fixture's lk.attach): the password is not in the state
+        # file but in the lab's secrets, where the reattached handle found it.
+        lab_dir = ring.cluster_dir.parents[1]
+        assert ring.credentials.password not in (lab_dir / "state.json").read_text()
+        secrets = json.loads((lab_dir / "secrets.json").read_text())
+        assert secrets["cassandra_password"] == ring.credentials.password
+
+    def test_login_works_with_two_nodes_down(self, ring: CassandraCluster) -> None:
+        from cassandra import ConsistencyLevel
+        from cassandra.query import SimpleStatement
+
+        a, b, c = ring.nodes
+        c.stop()
+        b.pause()
+        try:
+            # Past node A's credentials and roles caches (2 s each): the login reads system_auth.
+            time.sleep(3)
+            cluster = driver_cluster([a.contact_point], only=a.host, credentials=ring.credentials)
+            try:
+                stmt = SimpleStatement("SELECT release_version FROM system.local",
+                                       consistency_level=ConsistencyLevel.ONE)
+                assert cluster.connect().execute(stmt).one().release_version.startswith("5.0.")
+            finally:
+                cluster.shutdown()
+        finally:
+            b.resume()
+            _restart(c, peers=2)
+
+    def test_jmx_needs_the_lab_login(self, ring: CassandraCluster) -> None:
+        a = ring.nodes[0]
+        refused = subprocess.run(a.nodetool_command("status", login=False), capture_output=True,
+                                 text=True, timeout=300)
+        assert refused.returncode != 0
+        assert "Credentials required" in refused.stdout + refused.stderr
+        assert "UN  " in a.nodetool("status")
+        # The password travels in a file, not on nodetool's command line (visible to `ps`).
+        assert a.credentials.jmx_password not in " ".join(a.nodetool_command("status"))
+        owner = USER or pwd.getpwuid(os.geteuid()).pw_name
+        for name in ("jmxremote.password", "jmxremote.access"):
+            st = (a.workdir / "conf" / name).stat()
+            assert (stat.S_IMODE(st.st_mode), pwd.getpwuid(st.st_uid).pw_name) == (0o400, owner)
+
+    def test_cqlsh_logs_in_with_what_labkit_env_prints(self, ring: CassandraCluster,
+                                                        tmp_path: Path) -> None:
+        lab_dir = ring.cluster_dir.parents[1]
+        cqlsh = Path(sys.executable).parent / "cqlsh"
+        env_cmd = f"{sys.executable} -m labkit.cli --lab-dir {lab_dir} env"
+        query = "SELECT cluster_name FROM system.local"
+
+        def run(credentials: str) -> subprocess.CompletedProcess:
+            # Exactly what `labkit env` prints: CQLSH_HOST/CQLSH_PORT and the credentials file.
+            script = f'eval "$({env_cmd})" && {cqlsh} --credentials "{credentials}" -e "{query}"'
+            return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                  timeout=120, env={k: v for k, v in os.environ.items()
+                                                    if not k.startswith("CQLSH_")})
+
+        ok = run("$LABKIT_CQLSH_CREDENTIALS")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "labkit-us" in ok.stdout
+        wrong = tmp_path / "wrong-credentials"
+        wrong.write_text(f"[plain_text_auth]\nusername = {ring.credentials.user}\n"
+                         "password = not-the-password\n")
+        wrong.chmod(0o600)
+        refused = run(str(wrong))
+        assert refused.returncode != 0
+        assert "are incorrect" in refused.stdout + refused.stderr
+
 
 # ---------------------------------------------------------------------------
 # regions: two independent clusters
@@ -250,6 +358,10 @@ class TestRegions:
             assert (local.cluster_name, local.data_center) == (f"labkit-{region}", region)
             assert list(session.execute("SELECT peer FROM system.peers")) == []
 
+    def test_each_region_has_the_lab_superuser_only(self, regions: Cassandra) -> None:
+        for region in ("us", "eu"):
+            _only_the_lab_superuser(regions.region(region))
+
 
 # ---------------------------------------------------------------------------
 # stop and reattach
@@ -270,9 +382,12 @@ def test_stop_from_another_handle_leaves_no_jvm_and_no_port() -> None:
         assert set(ports) <= listening
         assert all(ip.startswith("127.") for ip, _ in listening)
 
-        # A lab reattaches from its state file in another process: JSON round trip.
-        again = Cassandra.from_state(json.loads(json.dumps(cas.to_state())))
-        assert again.contact_points == cas.contact_points and again.running()
+        # A lab reattaches from its state file in another process: JSON round trip. The state
+        # holds no password; the credentials come from the lab's secrets.
+        state = json.dumps(cas.to_state())
+        assert cas.credentials.password not in state and cas.credentials.jmx_password not in state
+        again = Cassandra.from_state(json.loads(state), credentials=cas.credentials)
+        assert again.contact_points == cas.contact_points and again.running() and again.ready()
         again.stop()
 
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -284,6 +399,13 @@ def test_stop_from_another_handle_leaves_no_jvm_and_no_port() -> None:
         for host, port in ports:
             with socket.socket() as s:
                 assert s.connect_ex((host, port)) != 0, f"{host}:{port} still listening"
+
+        # Its data keeps the password it was made with: another one is refused with the fix,
+        # without waiting for the start timeout.
+        other = Cassandra.from_state(json.loads(state), credentials=CassandraCredentials())
+        with pytest.raises(CassandraError, match=r"refuses the lab's Cassandra password.*--purge"):
+            other.start()
+        assert not other.nodes[0].running()
     finally:
         _cleanup(cas, lab_dir)
 

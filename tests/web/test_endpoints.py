@@ -54,8 +54,7 @@ def test_like_unlike_and_read_back(lab, site, client):
     r = client.post(f"/api/media/{m}/like", **auth(bob))
     assert r.status_code == 200 and r.json()["changed"] is True
     assert client.post(f"/api/media/{m}/like", **auth(bob)).json()["changed"] is False
-    with lab.leader.connect(site["db"]) as conn, lab.follower.connect(site["db"]) as fconn:
-        schema.wait_replayed(conn, fconn)
+    lab.follower.wait_replayed()
     r = client.get(f"/api/media/{m}", **auth(bob))
     assert r.status_code == 200
     assert r.json()["like_count"] == 1 and r.json()["user_id"] == site["alice"].user_id
