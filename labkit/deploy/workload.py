@@ -40,9 +40,8 @@ class Workload:
             graph = datagen.generate(conn, users=graph_users, likes=likes, seed=seed,
                                      progress=False)
             clients = [schema.create_user(conn, f"client{i}") for i in range(users)]
-            if lab.followers:
-                with schema.follower_connect(lab.follower, dbname, 30) as fconn:
-                    schema.wait_replayed(conn, fconn)
+        for follower in lab.followers:  # reads go to the followers: they must have it all
+            follower.wait_replayed(timeout_s=30)
         # datagen hands out likes by a power law over media_ids in this order.
         return cls(dbname, list(graph.media_ids), clients)
 
