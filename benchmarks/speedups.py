@@ -59,9 +59,9 @@ def main() -> int:
             graph = datagen.generate(conn, users=args.users, media_per_user=2,
                                      follows_per_user=5, likes=2 * args.users, progress=False)
             readers = datagen.add_readers(conn, graph, n=20, follows=300)
-            with schema.follower_connect(lab.follower, args.dbname, 30) as fconn:
-                schema.wait_replayed(conn, fconn)
-                kernel_rows = kernels(fconn, readers, args.runs)
+        lab.follower.wait_replayed(timeout_s=30)
+        with lab.follower.connect(args.dbname) as fconn:
+            kernel_rows = kernels(fconn, readers, args.runs)
         config = WebConfig.from_lab(lab, args.dbname, preload_feed_model=True)
         request = get_requests("/api/feed", [r.token for r in readers])
         endpoint_rows = endpoint(lab, config, request, args)

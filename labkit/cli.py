@@ -221,36 +221,45 @@ def _print_speedups() -> None:
 
 
 # ----------------------------------------------------------------------------- experiments
-# `labkit experiment herd ...`: the options and the run live in labkit.experiments.herd.
+# `labkit experiment NAME ...`: each experiment module gives `add_arguments(parser)` and
+# `run_cli(args, lab)`; the options and the run live there. Registered here by name, with the
+# one-line help, so a new experiment joins in one line.
+EXPERIMENTS = {
+    "herd": ("labkit.experiments.herd",
+             "DB queries per hot-key expiry, with and without leases"),
+    "canary": ("labkit.experiments.canary",
+               "canary releases judged against a baseline: rollbacks and detection time per judge"),
+}
 
-def cmd_experiment_herd(args: argparse.Namespace) -> int:
-    from labkit.experiments import herd
-    return herd.run_cli(args, Lab.up(_config(args)))
+
+def _experiment_runner(module_name: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        return importlib.import_module(module_name).run_cli(args, Lab.up(_config(args)))
+    return run
+
+
+def _missing_extra(name: str, error: ImportError):
+    def run(args: argparse.Namespace) -> int:
+        print(f"labkit experiment {name} needs the lab's backend packages ({error.name} is "
+              "missing); install them with `pip install 'labkit[backend]'` (the README's "
+              "`containers/bootstrap.sh` does)", file=sys.stderr)
+        return 2
+    return run
 
 
 def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
-    from labkit.experiments import herd
+    import importlib
     p = sub.add_parser("experiment", help="run an experiment on the lab's servers")
     experiments = p.add_subparsers(dest="experiment", required=True)
-    h = experiments.add_parser("herd", help="DB queries per hot-key expiry, with and without leases")
-    herd.add_arguments(h)
-    h.set_defaults(func=cmd_experiment_herd)
-    _add_canary_parser(experiments)
-
-
-# `labkit experiment canary ...`: the judges on good and bad releases (labkit.experiments.canary).
-
-def cmd_experiment_canary(args: argparse.Namespace) -> int:
-    from labkit.experiments import canary
-    return canary.run_cli(args, Lab.up(_config(args)))
-
-
-def _add_canary_parser(experiments: argparse._SubParsersAction) -> None:
-    from labkit.experiments import canary
-    c = experiments.add_parser("canary", help="canary releases judged against a baseline: "
-                                              "rollbacks and detection time per judge")
-    canary.add_arguments(c)
-    c.set_defaults(func=cmd_experiment_canary)
+    for name, (module_name, help_text) in EXPERIMENTS.items():
+        e = experiments.add_parser(name, help=help_text)
+        try:  # the experiments need the backend extra; `labkit up/down` must not
+            importlib.import_module(module_name).add_arguments(e)
+        except ImportError as error:
+            e.set_defaults(func=_missing_extra(name, error))
+            continue
+        e.set_defaults(func=_experiment_runner(module_name))
 
 
 # --------------------------------------------------------------------- exercises and grading

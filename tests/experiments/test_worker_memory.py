@@ -25,8 +25,7 @@ def feed_db(lab):
         graph = datagen.generate(conn, users=2_000, media_per_user=2, follows_per_user=3,
                                  likes=2_000, progress=False)
         readers = datagen.add_readers(conn, graph, n=3, follows=100, among=500)
-        with lab.follower.connect(db) as fconn:
-            schema.wait_replayed(conn, fconn)
+    lab.follower.wait_replayed()
     yield WebConfig.from_lab(lab, db), get_requests("/api/feed", [r.token for r in readers])
     lab.postgres.drop_database(db)
 

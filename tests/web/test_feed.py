@@ -29,8 +29,7 @@ def world(lab):
         followed = [r[0] for r in conn.execute(
             f"SELECT followee_id FROM {schema.shard_schema(schema.ids.shard_of(reader.user_id))}"
             ".follows WHERE follower_id = %s", (reader.user_id,))]
-        with lab.follower.connect(db) as fconn:
-            schema.wait_replayed(conn, fconn)
+    lab.follower.wait_replayed()
     with lab.follower.connect(db) as fconn:
         source = ranking.PostgresCandidates(fconn)
         candidates = source.candidates(reader.user_id)
