@@ -336,6 +336,7 @@ _PACKAGES = {
     "epmd": ("erlang-base", "erlang"),
     "java": ("openjdk-17-jre-headless", "openjdk@17"),
     "maven": ("maven", "maven"),
+    "haproxy": ("haproxy", "haproxy"),
 }
 
 

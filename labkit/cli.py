@@ -176,7 +176,17 @@ def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
     mvn = shutil.which(cfg.mvn_bin)
     v = _version_of([mvn, "--version"]) if mvn else None
     checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
+    checks.append(_haproxy_check())
     return checks
+
+
+def _haproxy_check() -> tuple[str, bool, str, str]:
+    """HAProxy routes notebook 13's canary traffic; its runtime API needs >= 2.4."""
+    from labkit.deploy.router import find_haproxy
+    exe = find_haproxy()
+    v = _version_of([exe, "-v"]) if Path(exe).exists() or shutil.which(exe) else None
+    ok = bool(v) and tuple(int(x) for x in v.split(".")[:2]) >= (2, 4)
+    return ("haproxy", ok, v or "not found", ">= 2.4 (notebook 13)")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -217,6 +227,8 @@ def _print_speedups() -> None:
 EXPERIMENTS = {
     "herd": ("labkit.experiments.herd",
              "DB queries per hot-key expiry, with and without leases"),
+    "canary": ("labkit.experiments.canary",
+               "canary releases judged against a baseline: rollbacks and detection time per judge"),
 }
 
 
