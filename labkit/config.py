@@ -42,6 +42,8 @@ ALL_SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
 DEFAULT_SERVICES = ("postgres", "memcached", "rabbitmq")
 CASSANDRA_TOPOLOGIES = ("single", "ring", "regions")
 SYNCHRONOUS_COMMIT_MODES = ("off", "local", "remote_apply")
+# Who runs the servers (labkit.providers): the installed binaries.
+PROVIDERS = ("native",)
 
 ENV_PREFIX = "LABKIT_"
 # LABKIT_* variables that are the lab's own and no setting: LABKIT_CONFIG, the markers `spawn`
@@ -120,6 +122,8 @@ class LabConfig:
         default_factory=_default_lab_dir)
     cache_dir: Annotated[Path, _hint("a directory for downloads (Cassandra's jars)")] = field(
         default_factory=_default_cache_dir)
+    provider: Annotated[str, _hint(
+        f"who runs the servers: one of {', '.join(PROVIDERS)}")] = "native"
     services: Annotated[tuple[str, ...], _hint(
         f"servers to start: some of {', '.join(ALL_SERVICES)} (a TOML list, or "
         "comma-separated in LABKIT_SERVICES)")] = DEFAULT_SERVICES
@@ -231,16 +235,17 @@ class LabConfig:
     @field_validator("synchronous_commit")
     @classmethod
     def _sync_mode(cls, v: str) -> str:
-        if v not in SYNCHRONOUS_COMMIT_MODES:
-            raise ValueError(f"{v!r}: choose one of {', '.join(SYNCHRONOUS_COMMIT_MODES)}")
-        return v
+        return _one_of(v, SYNCHRONOUS_COMMIT_MODES, "one")
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        return _one_of(v, PROVIDERS, "a provider")
 
     @field_validator("cassandra")
     @classmethod
     def _topology(cls, v: str) -> str:
-        if v and v not in CASSANDRA_TOPOLOGIES:
-            raise ValueError(f"{v!r}: choose a topology from {', '.join(CASSANDRA_TOPOLOGIES)}")
-        return v
+        return _one_of(v, CASSANDRA_TOPOLOGIES, "a topology") if v else v
 
     def __post_init__(self) -> None:
         # Cassandra is asked for either way: by service name, or by naming a topology.
@@ -317,6 +322,12 @@ class LabConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (str(v) if isinstance(v, Path) else v)
                 for f in fields(self) for v in [getattr(self, f.name)]}
+
+
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{value!r}: choose {what} from {', '.join(choices)}")
+    return value
 
 
 # ------------------------------------------------------------------------------- loading

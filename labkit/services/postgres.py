@@ -123,6 +123,11 @@ class PostgresServer(NativeService):
     def log_path(self) -> Path:
         return self.workdir / "postgres.log"
 
+    @property
+    def login(self) -> str:
+        """The database role the lab logs in as (its superuser)."""
+        return SUPERUSER
+
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq connection string with the lab's superuser credentials."""
         return (f"host={self.host} port={self.port} user={SUPERUSER} "
