@@ -30,7 +30,7 @@ from labkit._proc import ServiceError, stop_all, sweep, wait_ready
 from labkit._state import StateError
 from labkit.config import LabConfig
 from labkit.lab import helpers, locking, secrets
-from labkit.lab.kinds import BY_NAME, KINDS, BuildContext
+from labkit.lab.kinds import ATTRIBUTES, KINDS, BuildContext
 from labkit.lab.status import DownReport, Progress, describe, status_table
 from labkit.providers import Provider
 from labkit.services.postgres import PostgresServer
@@ -40,7 +40,8 @@ class Lab:
     """The servers of one lab directory, started or reattached.
 
     ``lab.<kind>`` is that kind's service (``lab.postgres``, ``lab.memcached``,
-    ``lab.rabbitmq``, ``lab.cassandra``), or None (``[]`` for memcached) when the lab has none.
+    ``lab.rabbitmq``, ``lab.cassandra``), or None (``[]`` for memcached) when the lab has none;
+    a kind may add more (``lab.cassandra_topologies``).
 
     >>> lab = Lab.up(LabConfig.load(services=("postgres",), followers=1))   # doctest: +SKIP
     >>> lab.leader.execute("SELECT 1")                                      # doctest: +SKIP
@@ -54,10 +55,11 @@ class Lab:
         self.timings_s: dict[str, float] = {}
 
     def __getattr__(self, name: str) -> Any:
-        kind = BY_NAME.get(name)
-        if kind is None or name.startswith("_"):
+        if name not in ATTRIBUTES:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return kind.access(self.__dict__.get("handles", {}).get(name, kind.empty), self)
+        kind, method = ATTRIBUTES[name]
+        handle = self.__dict__.get("handles", {}).get(kind.name, kind.empty)
+        return getattr(kind, method)(handle, self)
 
     # ------------------------------------------------------------------- bring up / down
     @classmethod
@@ -140,7 +142,8 @@ class Lab:
             return self._reset(dry_run=False)
 
     def _reset(self, dry_run: bool) -> list[str]:
-        down = [r["name"] for r in self.health() if not r["ok"]]
+        down = [r["name"] + (f" ({r['group']})" if r.get("group") else "")
+                for r in self.health() if not r["ok"]]
         if down:
             raise ServiceError(f"lab {self.config.lab_dir}: not answering: {', '.join(down)}; "
                                "start what is down with `labkit up`, then reset")

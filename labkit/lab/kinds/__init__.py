@@ -15,5 +15,9 @@ from labkit.lab.kinds.rabbitmq import RabbitMQKind
 KINDS: tuple[ServiceKind, ...] = (PostgresKind(), MemcachedKind(), RabbitMQKind(),
                                   CassandraKind())
 BY_NAME: dict[str, ServiceKind] = {k.name: k for k in KINDS}
+#: ``lab.<attribute>`` -> (kind, its method): ``lab.postgres``, ``lab.cassandra_topologies``...
+ATTRIBUTES: dict[str, tuple[ServiceKind, str]] = {
+    **{k.name: (k, "access") for k in KINDS},
+    **{a: (k, a) for k in KINDS for a in k.accessors}}
 
-__all__ = ["BY_NAME", "KINDS", "BuildContext", "ServiceKind"]
+__all__ = ["ATTRIBUTES", "BY_NAME", "KINDS", "BuildContext", "ServiceKind"]

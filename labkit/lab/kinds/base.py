@@ -6,7 +6,8 @@ A kind (postgres, memcached, ...) says, for the Lab:
   saved)``, ``external(ctx, saved)``; a provider without one cannot run the kind), from the
   config, its saved state, the lab's secrets and ports (all in ``ctx``);
 - which credentials it needs generated (``secrets``);
-- what it records in the state file (``state``), what ``lab.<name>`` returns (``access``);
+- what it records in the state file (``state``), what ``lab.<name>`` returns (``access``,
+  and any further ``accessors``);
 - its ``env`` lines, ``status_rows``, ``topology`` lines, ``warnings`` and ``reset`` steps.
 
 The object a kind builds (its *handle*: a ``Postgres``, a list of ``Memcached``, ...) is the
@@ -59,6 +60,8 @@ class ServiceKind:
     empty: ClassVar[Any] = None
     #: Credentials the kind needs, by name, and how to make a fresh one.
     secrets: ClassVar[Mapping[str, Callable[[], str]]] = {}
+    #: More ``lab.<name>`` attributes: each is a method ``name(handle, lab)`` of the kind.
+    accessors: ClassVar[tuple[str, ...]] = ()
 
     def wanted(self, config: LabConfig, saved: Any) -> bool:
         """At ``up``: build this kind (asked for in the config, or already running)."""

@@ -13,7 +13,9 @@ regions    two clusters, ``us`` and ``eu``, different cluster names and
 =========  ==========================================================
 
 Each node listens on its own loopback address 127.0.0.N (Linux routes all of
-127/8 to ``lo``) with its own free native, storage and JMX ports. Tokens are
+127/8 to ``lo``) with its own free native, storage and JMX ports; each topology
+has its own block of addresses (ring 127.0.0.1-3, regions from .11, single .21)
+and data directory, so one lab runs several topologies side by side. Tokens are
 fixed and balanced (``num_tokens: 1``), nobody bootstraps, so all nodes of a
 ring start at the same time.
 
@@ -51,7 +53,7 @@ from labkit.services.cassandra.errors import CassandraError
 from labkit.services.cassandra.jars import MAVEN_FIX, cassandra_version, jar_dir, resolve_jars
 from labkit.services.cassandra.java import JAVA_FIX, check_java
 from labkit.services.cassandra.node import CassandraNode
-from labkit.services.cassandra.topology import TOPOLOGIES, Cassandra
+from labkit.services.cassandra.topology import FIRST_HOST, TOPOLOGIES, Cassandra
 
 __all__ = [
     "Cassandra",
@@ -60,6 +62,7 @@ __all__ = [
     "CassandraCredentials",
     "CassandraError",
     "DEFAULT_SUPERUSER",
+    "FIRST_HOST",
     "JAVA_FIX",
     "MAVEN_FIX",
     "READY_QUERY",

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from labkit._labdir import record
 from labkit.services.base import ServiceGroup
 from labkit.services.cassandra.cluster import CassandraCluster, each
 from labkit.services.cassandra.credentials import CassandraCredentials, write_secret
@@ -13,7 +14,7 @@ from labkit.services.cassandra.jars import readable_jars, resolve_jars
 from labkit.services.cassandra.java import check_java
 from labkit.services.cassandra.node import CassandraNode
 
-__all__ = ["TOPOLOGIES", "Cassandra"]
+__all__ = ["FIRST_HOST", "TOPOLOGIES", "Cassandra"]
 
 #: topology name -> {region: number of nodes}
 TOPOLOGIES: dict[str, dict[str, int]] = {
@@ -21,6 +22,12 @@ TOPOLOGIES: dict[str, dict[str, int]] = {
     "ring": {"us": 3},
     "regions": {"us": 1, "eu": 1},
 }
+
+#: topology name -> N of its first node's address 127.0.0.N. Each topology has a block of its
+#: own, so a lab runs several side by side and no two clusters share an address (the ring
+#: keeps 127.0.0.1-3). Its data lives in ``<lab_dir>/cassandra-<topology>/<region>``.
+FIRST_HOST: dict[str, int] = {"ring": 1, "regions": 11, "single": 21}
+HOSTS_PER_TOPOLOGY = 10
 
 
 class Cassandra(ServiceGroup):
@@ -32,7 +39,8 @@ class Cassandra(ServiceGroup):
         Row(release_version='5.0.9')
 
     ``topology="ring"`` gives 3 nodes in dc ``us``; ``topology="regions"`` gives two
-    independent clusters, ``cas.region("us")`` and ``cas.region("eu")``.
+    independent clusters, ``cas.region("us")`` and ``cas.region("eu")``. Topologies of one
+    lab directory run side by side: each has its own addresses (``FIRST_HOST``) and data.
 
     Every cluster logs in with ``credentials`` (default: a fresh random password; the lab
     passes the one in its secrets, since a cluster keeps the password it was first started
@@ -81,8 +89,23 @@ class Cassandra(ServiceGroup):
         self.user = user
         self.credentials = credentials or CassandraCredentials()
         self.clusters: dict[str, CassandraCluster] = dict(_clusters or {})
+        hosts = (nodes_per_region or max(TOPOLOGIES[topology].values())) * len(TOPOLOGIES[topology])
+        if hosts > HOSTS_PER_TOPOLOGY:
+            raise ValueError(
+                f"nodes_per_region={nodes_per_region}: topology {topology!r} has "
+                f"{HOSTS_PER_TOPOLOGY} loopback addresses of its own; choose at most "
+                f"{HOSTS_PER_TOPOLOGY // len(TOPOLOGIES[topology])} nodes per region")
 
     # -- accessors ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"cassandra-{self.topology}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this topology's clusters keep their nodes' data (one directory per region)."""
+        return self.lab_dir / f"cassandra-{self.topology}"
 
     @property
     def regions(self) -> list[str]:
@@ -125,7 +148,7 @@ class Cassandra(ServiceGroup):
         check_java(self.java)
         lib = resolve_jars(self.cache_dir, mvn=self.mvn, maven_settings=self.maven_settings)
         lib = readable_jars(lib, self.lab_dir, self.user)
-        first_host = 1
+        first_host = FIRST_HOST[self.topology]
         jvm_opts = list(self.extra_jvm_opts)
         if self.quick_start:
             # C1 only: on 2 cores three JVMs spend most of start-up in C2 compiles; measured
@@ -135,7 +158,7 @@ class Cassandra(ServiceGroup):
         for region, n in TOPOLOGIES[self.topology].items():
             n = self.nodes_per_region or n
             self.clusters[region] = CassandraCluster(
-                self.lab_dir / "cassandra" / region,
+                self.data_dir / region,
                 lib_dir=lib,
                 nodes=n,
                 dc=region,
@@ -159,6 +182,7 @@ class Cassandra(ServiceGroup):
         Regions are independent clusters, so all their nodes start at once.
         """
         t0 = time.monotonic()
+        record(self.lab_dir / "cassandra")  # jars staged there, cqlsh's credentials
         if not self.clusters:
             self._build()
         try:
