@@ -70,7 +70,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(e)
         return 1
     rows = lab.health()
-    print(f"lab {lab.config.lab_dir}\n{lab.status_table(rows)}")
+    where = "" if lab.provider.manages else " (external servers: labkit starts and stops none)"
+    print(f"lab {lab.config.lab_dir}{where}\n{lab.status_table(rows)}")
     notes = lab.warnings()
     if notes:
         print("\nnot as `labkit up` left it:\n" + "\n".join(f"  - {n}" for n in notes))
@@ -105,6 +106,9 @@ RESET_HELP = ("put the running lab back to its starting state: stop helper proce
 def cmd_reset(args: argparse.Namespace) -> int:
     lab = Lab.attach(_config(args))
     plan = lab.reset(dry_run=True)
+    if not lab.provider.manages:
+        print(f"lab {lab.config.lab_dir} runs on external servers: labkit reset stops only the "
+              "lab's helper processes; the servers' data is not the lab's to drop")
     if not plan:
         print(f"lab {lab.config.lab_dir} is in its starting state: nothing to reset")
         return 0

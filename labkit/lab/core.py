@@ -135,6 +135,8 @@ class Lab:
         config's, logical replication slots and every database but
         ``postgres``/``template0``/``template1`` are dropped, every queue in the lab's
         RabbitMQ vhost is deleted, memcached is flushed. ``dry_run=True`` only lists it.
+        On an external lab only the helpers are stopped: the data on servers labkit did not
+        start is not the lab's to drop (the lab owns only what it made).
         """
         if dry_run:
             return self._reset(dry_run=True)
@@ -153,8 +155,9 @@ class Lab:
             done.append(f"stop helper processes: {describe(procs)}")
             if not dry_run:
                 stop_all(procs)
-        for kind, handle in self._kinds():
-            done += kind.reset(handle, self, dry_run)
+        if self.provider.manages:  # an external lab's data is not the lab's to drop
+            for kind, handle in self._kinds():
+                done += kind.reset(handle, self, dry_run)
         return done
 
     def helper_processes(self) -> list[psutil.Process]:
@@ -167,7 +170,8 @@ class Lab:
 
     def warnings(self) -> list[str]:
         """What is not as `up` left it (for `labkit status`): each with what puts it back."""
-        out = [w for kind, handle in self._kinds() for w in kind.warnings(handle, self)]
+        out = [w for kind, handle in self._kinds() for w in kind.warnings(handle, self)
+               if self.provider.manages]  # their fixes (`labkit reset`) are for the lab's own
         procs = self.helper_processes()
         if procs:
             out.append(f"helper processes still running: {describe(procs)}; "
@@ -248,7 +252,8 @@ class Lab:
         A state file whose contents do not fit is reported as damaged.
         """
         self.provider = providers.choose(self.config, state, attaching=attaching)
-        ctx = BuildContext(self.config, self.provider, lambda: self._secrets(create_secrets))
+        ctx = BuildContext(self.config, self.provider, lambda: self._secrets(create_secrets),
+                           state)
         saved = state.get("services", {})
         if self.provider.manages:
             ctx.secrets  # made at the first up, for every kind: the data will outlive a down

@@ -4,6 +4,7 @@
 provider   manages   how
 =========  ========  ===================================================================
 native     yes       the installed binaries, as child processes in the lab directory
+external   no        servers that run elsewhere, named in lab.toml's ``[external]``
 =========  ========  ===================================================================
 
 A provider says whether labkit starts and stops the servers (``manages``), which account
@@ -24,11 +25,12 @@ from labkit import _state
 from labkit._proc import ServiceError
 from labkit.config import LabConfig
 from labkit.providers.base import Provider, Verdict
+from labkit.providers.external import ExternalProvider
 from labkit.providers.native import NativeProvider
 
 __all__ = ["PROVIDERS", "Provider", "Verdict", "choose", "get"]
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(),)}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(), ExternalProvider())}
 
 
 def get(name: str) -> Provider:

@@ -119,13 +119,7 @@ class NativeService:
 
     def health(self) -> dict[str, Any]:
         """Name, address, whether it answers, and its version (for `labkit status`)."""
-        ok = self.running()
-        try:
-            ok = ok and self.ready()
-            version = self.version() if ok else "-"
-        except Exception as e:  # a health report never raises
-            ok, version = False, f"error: {e}"
-        return {"name": self.name, "ok": ok, "address": self.address, "version": version}
+        return health_row(self, self.running)
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "workdir": str(self.workdir), "host": self.host,
@@ -149,6 +143,16 @@ class NativeService:
     def __repr__(self) -> str:
         status = "running" if self.running() else "stopped"
         return f"<{type(self).__name__} {self.name} {self.address} {status}>"
+
+
+def health_row(server: Any, alive: Any) -> dict[str, Any]:
+    """``server``'s status row: it answers when ``alive()`` and its readiness check pass."""
+    try:
+        ok = bool(alive() and server.ready())
+        version = server.version() if ok else "-"
+    except Exception as e:  # a health report never raises
+        ok, version = False, f"error: {e}"
+    return {"name": server.name, "ok": ok, "address": server.address, "version": version}
 
 
 class ServiceGroup:

@@ -4,7 +4,8 @@ A kind (postgres, memcached, ...) says, for the Lab:
 
 - how it is built under each provider (a method named after the provider: ``native(ctx,
   saved)``, ``external(ctx, saved)``; a provider without one cannot run the kind), from the
-  config, its saved state, the lab's secrets and ports (all in ``ctx``);
+  config, its saved state, the lab's secrets and ports, or the servers lab.toml names
+  (all in ``ctx``);
 - which credentials it needs generated (``secrets``);
 - what it records in the state file (``state``), what ``lab.<name>`` returns (``access``,
   and any further ``accessors``);
@@ -21,7 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from labkit._proc import PortAllocator, ServiceError
-from labkit.config import LabConfig
+from labkit.config import ExternalServers, LabConfig
 from labkit.providers import Provider
 
 if TYPE_CHECKING:
@@ -37,10 +38,25 @@ class BuildContext:
     """
 
     def __init__(self, config: LabConfig, provider: Provider,
-                 secrets: Callable[[], dict[str, str]]) -> None:
+                 secrets: Callable[[], dict[str, str]], state: dict[str, Any] | None = None) -> None:
         self.config, self.provider = config, provider
         self.ports = PortAllocator(config.host, config.port_base)
         self._load_secrets = secrets
+        self._state = state or {}
+
+    @cached_property
+    def external(self) -> ExternalServers:
+        """The servers an external lab points at: the config's, else those it was brought up with.
+
+        (So ``labkit status`` reattaches to an external lab without its lab.toml at hand.)
+        """
+        if self.config.external is not None:
+            return self.config.external
+        saved = self._state.get("config", {}).get("external")
+        if saved is None:
+            raise ServiceError("the external provider needs lab.toml's [external] table, naming "
+                               "the servers (see the README's external provider section)")
+        return ExternalServers(**saved)
 
     @cached_property
     def user(self) -> str | None:

@@ -15,6 +15,7 @@ from labkit._proc import ServiceError
 from labkit.config import CASSANDRA_TOPOLOGIES
 from labkit.lab.kinds.base import BuildContext, ServiceKind
 from labkit.lab.secrets import token
+from labkit.providers import external
 from labkit.services.cassandra import Cassandra, CassandraCredentials
 
 Topologies = dict[str, Cassandra]
@@ -52,6 +53,11 @@ class CassandraKind(ServiceKind):
                 heap_mb=cfg.cassandra_heap_mb, java=cfg.java_bin, mvn=cfg.mvn_bin,
                 user=ctx.user, start_timeout_s=cfg.startup_timeout_s, credentials=creds)
         return out
+
+    def external(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
+        wanted = [*self.saved_topologies(saved), ctx.config.cassandra]
+        return {t: external.cassandra(ctx.config.lab_dir, ctx.external, t)
+                for t in dict.fromkeys(wanted) if t}
 
     def members(self, topologies: Topologies) -> list[Cassandra]:
         return list((topologies or {}).values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from labkit.lab.kinds.base import BuildContext, ServiceKind
+from labkit.providers import external
 from labkit.services.memcached import Memcached
 
 
@@ -22,6 +23,9 @@ class MemcachedKind(ServiceKind):
         for m, s in zip(servers, saved or []):
             m.restore(s)
         return servers
+
+    def external(self, ctx: BuildContext, saved: Any) -> list[Memcached]:
+        return list(external.memcached(ctx.external))
 
     def state(self, servers: list[Memcached]) -> list[dict[str, Any]]:
         return [m.to_state() for m in servers]

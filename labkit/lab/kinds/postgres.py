@@ -8,6 +8,7 @@ from typing import Any
 from labkit.lab.kinds.base import BuildContext, ServiceKind
 from labkit.lab.secrets import token
 from labkit.lab.status import size
+from labkit.providers import external
 from labkit.services.postgres import Postgres
 
 
@@ -26,6 +27,9 @@ class PostgresKind(ServiceKind):
         if saved is not None:
             pg.restore(saved)
         return pg
+
+    def external(self, ctx: BuildContext, saved: Any) -> Postgres:
+        return external.postgres(ctx.external, ctx.config.synchronous_commit)
 
     def env(self, pg: Postgres, lab: Any) -> dict[str, str]:
         lead = pg.leader

@@ -7,6 +7,7 @@ from typing import Any
 
 from labkit.lab.kinds.base import BuildContext, ServiceKind
 from labkit.lab.secrets import token
+from labkit.providers import external
 from labkit.services.rabbitmq import RabbitMQ
 
 
@@ -26,6 +27,9 @@ class RabbitMQKind(ServiceKind):
         if saved is not None:
             mq.restore(saved)
         return mq
+
+    def external(self, ctx: BuildContext, saved: Any) -> RabbitMQ:
+        return external.rabbitmq(ctx.external)
 
     def env(self, mq: RabbitMQ, lab: Any) -> dict[str, str]:
         return {"LABKIT_BROKER_URL": mq.broker_url, "CELERY_BROKER_URL": mq.broker_url}

@@ -175,7 +175,6 @@ class Cassandra(ServiceGroup):
             )
             first_host += n
 
-
     def start(self) -> float:
         """Resolve jars if needed, start every cluster and wait for CQL; return seconds taken.
 
@@ -190,10 +189,13 @@ class Cassandra(ServiceGroup):
         except BaseException:
             self.stop()
             raise
+        self._write_cqlsh_credentials()
+        return time.monotonic() - t0
+
+    def _write_cqlsh_credentials(self) -> None:
         creds = self.credentials
         write_secret(self.cqlsh_credentials, f"[plain_text_auth]\nusername = {creds.user}\n"
-                      f"password = {creds.password}\n", mode=0o600)
-        return time.monotonic() - t0
+                     f"password = {creds.password}\n", mode=0o600)
 
     def stop(self) -> None:
         """Stop every node of every cluster; afterwards no JVM and no listening port remain."""
