@@ -72,6 +72,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = lab.health()
     where = "" if lab.provider.manages else " (external servers: labkit starts and stops none)"
     print(f"lab {lab.config.lab_dir}{where}\n{lab.status_table(rows)}")
+    helpers = lab.helper_health()
+    if helpers:
+        print(f"\n{lab.helper_table(helpers)}")
     notes = lab.warnings()
     if notes:
         print("\nnot as `labkit up` left it:\n" + "\n".join(f"  - {n}" for n in notes))

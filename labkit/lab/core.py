@@ -31,7 +31,7 @@ from labkit._state import StateError
 from labkit.config import LabConfig
 from labkit.lab import helpers, locking, secrets
 from labkit.lab.kinds import ATTRIBUTES, KINDS, BuildContext
-from labkit.lab.status import DownReport, Progress, describe, status_table
+from labkit.lab.status import DownReport, Progress, describe, helper_table, status_table
 from labkit.providers import Provider
 from labkit.services.postgres import PostgresServer
 
@@ -103,6 +103,7 @@ class Lab:
         with locking.locked(self.config.lab_dir, user=None):
             try:
                 state = _state.read(self.config.lab_dir)
+                report.helpers = [h.get("name", k) for k, h in state.get("helpers", {}).items()]
                 if state.get("services"):
                     self._build_from(state, attaching=True, create_secrets=False)
             except StateError as e:
@@ -151,10 +152,16 @@ class Lab:
                                "start what is down with `labkit up`, then reset")
         done: list[str] = []
         procs = self.helper_processes()
+        gone = helpers.forget_gone(self.config.lab_dir, dry_run=True)
         if procs:
             done.append(f"stop helper processes: {describe(procs)}")
             if not dry_run:
                 stop_all(procs)
+        if gone:
+            done.append(f"forget the helpers recorded as running that have stopped: "
+                        f"{', '.join(gone)}")
+        if not dry_run:
+            helpers.forget_gone(self.config.lab_dir)  # and those just stopped
         if self.provider.manages:  # an external lab's data is not the lab's to drop
             for kind, handle in self._kinds():
                 done += kind.reset(handle, self, dry_run)
@@ -168,6 +175,14 @@ class Lab:
         return helpers.marked_helpers(self.config.lab_dir,
                                       [p for svc in self._services() for p in svc.procs])
 
+    def helper_health(self) -> list[dict[str, Any]]:
+        """One row per helper process the state file records: kind, name, pids, address, ok."""
+        return helpers.recorded(self)
+
+    def helper_table(self, rows: list[dict[str, Any]] | None = None) -> str:
+        """`helper_health()` (or the ``rows`` it gave) as a text table, as `labkit status`."""
+        return helper_table(self.helper_health() if rows is None else rows)
+
     def warnings(self) -> list[str]:
         """What is not as `up` left it (for `labkit status`): each with what puts it back."""
         out = [w for kind, handle in self._kinds() for w in kind.warnings(handle, self)
@@ -176,6 +191,10 @@ class Lab:
         if procs:
             out.append(f"helper processes still running: {describe(procs)}; "
                        "`labkit reset` stops them")
+        gone = helpers.forget_gone(self.config.lab_dir, dry_run=True)
+        if gone:
+            out.append(f"helpers recorded as running have stopped: {', '.join(gone)}; "
+                       "`labkit reset` forgets them")
         return out
 
     # ------------------------------------------------------------------------ accessors
@@ -253,7 +272,7 @@ class Lab:
         """
         self.provider = providers.choose(self.config, state, attaching=attaching)
         ctx = BuildContext(self.config, self.provider, lambda: self._secrets(create_secrets),
-                           state)
+                           state, attaching=attaching)
         saved = state.get("services", {})
         if self.provider.manages:
             ctx.secrets  # made at the first up, for every kind: the data will outlive a down

@@ -39,6 +39,15 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def helper_table(rows: list[dict[str, Any]]) -> str:
+    """The recorded helper processes (``labkit.lab.helpers.recorded``) as a text table."""
+    lines = [f"{'helper':<20} {'health':<7} {'address':<24} {'kind':<13} pid"]
+    for r in rows:
+        lines.append(f"{r['name']:<20} {'ok' if r['ok'] else 'DOWN':<7} {r['address']:<24} "
+                     f"{r['kind']:<13} {r['pids']}" + ("" if r["ok"] else f"  ({r['why']})"))
+    return "\n".join(lines)
+
+
 @dataclass
 class DownReport:
     """What ``Lab.down`` did, for the CLI to say."""
@@ -50,6 +59,7 @@ class DownReport:
     stopped: list[str] = field(default_factory=list)
     left_running: list[str] = field(default_factory=list)  # servers labkit did not start
     swept: list[int] = field(default_factory=list)
+    helpers: list[str] = field(default_factory=list)  # the helpers the state file recorded
     deleted: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -69,8 +79,9 @@ class DownReport:
             out.append(f"left running (external servers, which labkit did not start): "
                        f"{', '.join(self.left_running)}")
         if self.swept and not self.damaged:
-            out.append(f"(also stopped {len(self.swept)} stray process(es) carrying the lab's "
-                       f"marker{_pids(self.swept)})")
+            what = (f"its helpers ({', '.join(self.helpers)}) and whatever else carried the "
+                    "lab's marker" if self.helpers else "stray process(es) carrying the lab's marker")
+            out.append(f"(also stopped {len(self.swept)} process(es): {what}{_pids(self.swept)})")
         out += self.problems
         if self.purge:
             out.append("deleted the lab's data: " + (", ".join(self.deleted) or "there was none"))

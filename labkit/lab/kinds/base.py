@@ -38,8 +38,12 @@ class BuildContext:
     """
 
     def __init__(self, config: LabConfig, provider: Provider,
-                 secrets: Callable[[], dict[str, str]], state: dict[str, Any] | None = None) -> None:
+                 secrets: Callable[[], dict[str, str]], state: dict[str, Any] | None = None,
+                 *, attaching: bool = False) -> None:
         self.config, self.provider = config, provider
+        #: Rebuild only what the state file lists (status, env, down), adding nothing the
+        #: config asks for: that is for `up`.
+        self.attaching = attaching
         self.ports = PortAllocator(config.host, config.port_base)
         self._load_secrets = secrets
         self._state = state or {}

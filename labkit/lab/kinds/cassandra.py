@@ -47,7 +47,7 @@ class CassandraKind(ServiceKind):
         cfg, creds = ctx.config, self.credentials(ctx)
         out = {t: Cassandra.from_state(s, credentials=creds)
                for t, s in self.saved_topologies(saved).items()}
-        if cfg.cassandra and cfg.cassandra not in out:
+        if cfg.cassandra and cfg.cassandra not in out and not ctx.attaching:
             out[cfg.cassandra] = Cassandra(
                 cfg.lab_dir, cfg.cassandra, cache_dir=cfg.cache_dir,
                 heap_mb=cfg.cassandra_heap_mb, java=cfg.java_bin, mvn=cfg.mvn_bin,
@@ -55,7 +55,7 @@ class CassandraKind(ServiceKind):
         return out
 
     def external(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
-        wanted = [*self.saved_topologies(saved), ctx.config.cassandra]
+        wanted = [*self.saved_topologies(saved), "" if ctx.attaching else ctx.config.cassandra]
         return {t: external.cassandra(ctx.config.lab_dir, ctx.external, t)
                 for t in dict.fromkeys(wanted) if t}
 

@@ -15,7 +15,8 @@ class MemcachedKind(ServiceKind):
 
     def native(self, ctx: BuildContext, saved: list[dict[str, Any]] | None) -> list[Memcached]:
         cfg = ctx.config
-        n = max(cfg.memcached_instances if self.name in cfg.services else 0, len(saved or []))
+        asked = 0 if ctx.attaching or self.name not in cfg.services else cfg.memcached_instances
+        n = max(asked, len(saved or []))
         servers = [Memcached(cfg.lab_dir / f"memcached-{i}", index=i, port=ctx.ports.take(),
                              memory_mb=cfg.memcached_memory_mb, binary=cfg.memcached_bin,
                              host=cfg.host, user=ctx.user)

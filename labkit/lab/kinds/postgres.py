@@ -19,8 +19,9 @@ class PostgresKind(ServiceKind):
     def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Postgres:
         cfg = ctx.config
         known = len(saved["servers"]) - 1 if saved is not None else 0
+        asked = 0 if ctx.attaching or self.name not in cfg.services else cfg.followers
         pg = Postgres(cfg.lab_dir / "postgres", password=ctx.secrets["pg_password"],
-                      followers=max(cfg.followers if self.name in cfg.services else 0, known),
+                      followers=max(asked, known),
                       synchronous_commit=cfg.synchronous_commit, ports=ctx.ports,
                       bin_dir=cfg.pg_bin_dir, timeout_s=cfg.startup_timeout_s,
                       host=cfg.host, user=ctx.user)
