@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+from labkit import providers
 from labkit._proc import ServiceError, package_for
 from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, ConfigWarning, LabConfig
 from labkit.lab import Lab
+from labkit.providers import Verdict
+from labkit.providers.native import binary_checks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,68 +132,20 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- doctor
 
-def _version_of(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return _first_version(out.stdout + out.stderr)
-
-
-def _first_version(text: str) -> str | None:
-    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
-    return m.group(1) if m else None
-
-
 def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
-    """(what, ok, found, needed) for every binary the lab starts."""
-    def vt(v: str | None) -> tuple[int, ...]:
-        return tuple(int(x) for x in v.split(".")) if v else ()
-
-    checks = []
-    pg = Path(cfg.pg_bin_dir) / "postgres"
-    v = _version_of([str(pg), "--version"]) if pg.exists() else None
-    checks.append(("postgres", bool(v) and vt(v)[0] == 15, v or f"not found in {cfg.pg_bin_dir}",
-                   "15"))
-    for tool in ("initdb", "pg_basebackup"):
-        ok = (Path(cfg.pg_bin_dir) / tool).exists()
-        checks.append((tool, ok, "found" if ok else "not found", "15"))
-    mc = shutil.which(cfg.memcached_bin) or (cfg.memcached_bin if Path(cfg.memcached_bin).exists()
-                                             else None)
-    v = _version_of([mc, "-V"]) if mc else None
-    checks.append(("memcached", bool(v) and vt(v) >= (1, 6), v or "not found", ">= 1.6"))
-    rmq = cfg.rabbitmq_server_bin
-    found = Path(rmq).exists() or shutil.which(rmq)
-    v = None
-    if found:  # the broker has no --version; ask the package manager where there is one
-        deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
-                             capture_output=True, text=True) if shutil.which("dpkg-query") else None
-        v = _first_version(deb.stdout) if deb and deb.returncode == 0 else "installed"
-    checks.append(("rabbitmq", bool(found) and (v == "installed" or vt(v) >= (3, 10)),
-                   v or "not found", ">= 3.10"))
-    epmd = shutil.which(cfg.epmd_bin) or (cfg.epmd_bin if Path(cfg.epmd_bin).exists() else None)
-    checks.append(("epmd", bool(epmd), "found" if epmd else "not found", "Erlang"))
-    # Cassandra runs from jars that Maven resolves, on Java 17.
-    from labkit.services.cassandra import CassandraError, check_java
-    try:
-        _, major = check_java(cfg.java_bin)
-        checks.append(("java", True, str(major), ">= 17 (Cassandra)"))
-    except CassandraError:
-        found = _version_of([cfg.java_bin, "-version"]) if shutil.which(cfg.java_bin) else None
-        checks.append(("java", False, found or "not found", ">= 17 (Cassandra)"))
-    mvn = shutil.which(cfg.mvn_bin)
-    v = _version_of([mvn, "--version"]) if mvn else None
-    checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
-    return checks
+    """(what, ok, found, needed) for every binary the lab needs (the native provider's)."""
+    return binary_checks(cfg)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """The binaries, the kernels, and which providers can run here; 1 if the lab's own cannot."""
     cfg = _config(args)
     checks = doctor_checks(cfg)
     print(f"{'binary':<15} {'status':<7} {'found':<28} needed")
     for what, ok, found, needed in checks:
         print(f"{what:<15} {'ok' if ok else 'MISSING':<7} {found:<28} {needed}")
     _print_speedups()
+    verdicts = _print_providers(cfg)
     missing = [what for what, ok, *_ in checks if not ok]
     if missing:
         debs = sorted({package_for(w)[0] for w in missing})
@@ -200,9 +153,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("\nTo install what is missing:")
         print(f"  Debian/Ubuntu:    sudo apt-get install -y {' '.join(debs)}")
         print(f"  macOS (Homebrew): brew install {' '.join(brews)}")
+    if not verdicts[cfg.provider].ok:
         return 1
-    print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
+    if cfg.provider == "native":
+        print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
+    else:
+        print(f"\nthe {cfg.provider} provider can run; lab directory: {cfg.lab_dir}")
     return 0
+
+
+def _print_providers(cfg: LabConfig) -> dict[str, Verdict]:
+    """Which providers can run here, and why (not); the one the config chooses is marked."""
+    verdicts = {p.name: p.check(cfg) for p in providers.ALL}
+    print(f"\n{'provider':<15} {'can run':<8} why")
+    for v in verdicts.values():
+        chosen = "  (this lab's)" if v.provider == cfg.provider else ""
+        print(f"{v.provider:<15} {'yes' if v.ok else 'no':<8} {v.why}{chosen}")
+        for line in v.details:
+            print(f"{'':<24} {line}")
+    return verdicts
 
 
 def _print_speedups() -> None:

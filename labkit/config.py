@@ -285,6 +285,10 @@ class LabConfig:
         "heap per Cassandra node in MB: a whole number from 256 to 65536"))] = 512
     java_bin: Program = "java"
     mvn_bin: Program = "mvn"
+    docker_host: Annotated[str, _hint(
+        "the Docker engine's address (unix:///path or tcp://host:port); default DOCKER_HOST, "
+        "else unix:///var/run/docker.sock")] = field(
+        default_factory=lambda: os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
     # The servers an external lab points at (provider = "external"): lab.toml's [external].
     external: Annotated[ExternalServers | None, _hint(
         "the servers that run elsewhere, for provider = \"external\": an [external] table in "
@@ -297,6 +301,14 @@ class LabConfig:
     def _no_booleans(cls, v: Any) -> Any:
         if isinstance(v, bool):  # pydantic's lax mode would read true as 1
             raise ValueError("a number is needed, not true/false")
+        return v
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, v: str) -> str:
+        if not re.fullmatch(r"(unix://|tcp://|ssh://|npipe://)\S+", v):
+            raise ValueError(f"{v!r} is not an engine address: unix:///var/run/docker.sock, "
+                             "or tcp://host:2375")
         return v
 
     @field_validator("external", mode="before")

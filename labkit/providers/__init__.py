@@ -5,6 +5,7 @@ provider   manages   how
 =========  ========  ===================================================================
 native     yes       the installed binaries, as child processes in the lab directory
 external   no        servers that run elsewhere, named in lab.toml's ``[external]``
+docker     yes       (to come) containers; ``labkit doctor`` already checks for an engine
 =========  ========  ===================================================================
 
 A provider says whether labkit starts and stops the servers (``manages``), which account
@@ -25,12 +26,16 @@ from labkit import _state
 from labkit._proc import ServiceError
 from labkit.config import LabConfig
 from labkit.providers.base import Provider, Verdict
+from labkit.providers.docker import DockerProvider
 from labkit.providers.external import ExternalProvider
 from labkit.providers.native import NativeProvider
 
-__all__ = ["PROVIDERS", "Provider", "Verdict", "choose", "get"]
+__all__ = ["ALL", "PROVIDERS", "Provider", "Verdict", "choose", "get"]
 
+#: The providers a lab can run on (``config.provider``).
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(), ExternalProvider())}
+#: Every provider ``labkit doctor`` checks, those still to come included.
+ALL: tuple[Provider, ...] = (*PROVIDERS.values(), DockerProvider())
 
 
 def get(name: str) -> Provider:

@@ -34,7 +34,8 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from labkit._labdir import record
 from labkit._proc import ServiceError, wait_ready
-from labkit.config import DEFAULT_PORTS, ExternalServers, LabConfig, split_endpoint
+from labkit.config import (CASSANDRA_TOPOLOGIES, DEFAULT_PORTS, ExternalServers, LabConfig,
+                           split_endpoint)
 from labkit.providers.base import Provider, Verdict
 from labkit.services.base import health_row
 from labkit.services.cassandra import (READY_QUERY, Cassandra, CassandraCluster,
@@ -360,18 +361,17 @@ def cassandra(lab_dir: Path, ext: ExternalServers, topology: str) -> ExternalCas
     return ExternalCassandra(lab_dir, topology, regions, credentials=creds)
 
 
-def servers(config: LabConfig, ext: ExternalServers) -> list[Any]:
-    """Every server lab.toml's [external] names (for ``labkit doctor``)."""
+def services(config: LabConfig, ext: ExternalServers) -> list[Any]:
+    """Every service lab.toml's [external] names, as the lab would build it (``labkit doctor``)."""
     out: list[Any] = []
     if ext.leader:
-        out += postgres(ext).servers
+        out.append(postgres(ext))
     out += memcached(ext)
     if ext.broker_url:
         out.append(rabbitmq(ext))
     if ext.cassandra:
-        for t in ("single", "ring", "regions"):
-            if ext.cassandra.topology(t) is not None:
-                out += cassandra(config.lab_dir, ext, t).nodes
+        out += [cassandra(config.lab_dir, ext, t) for t in CASSANDRA_TOPOLOGIES
+                if ext.cassandra.topology(t) is not None]
     return out
 
 
@@ -387,11 +387,12 @@ class ExternalProvider(Provider):
             return Verdict(self.name, False, "lab.toml names no servers: add an [external] "
                            "table (leader, followers, memcached, broker_url, "
                            "[external.cassandra]) and provider = \"external\"")
-        found = servers(config, config.external)
+        found = services(config, config.external)
         if not found:
             return Verdict(self.name, False, "lab.toml's [external] names no server")
         with ThreadPoolExecutor(min(8, len(found))) as pool:
-            rows = list(pool.map(lambda s: s.health(), found))
+            answers = list(pool.map(lambda s: s.health(), found))
+        rows = [r for a in answers for r in (a if isinstance(a, list) else [a])]
         down = [f"{r['name']} at {r['address']}" for r in rows if not r["ok"]]
         details = tuple(f"{r['name']:<20} {'ok' if r['ok'] else 'DOWN':<5} {r['address']:<22} "
                         f"{r['version']}" for r in rows)
