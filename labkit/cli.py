@@ -1,6 +1,7 @@
 """The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
-    labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--jupyter]
+    labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--cassandra ring]
+              [--provider native|external] [--jupyter]
     labkit status
     labkit env
     labkit reset [--yes]
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from labkit import providers
 from labkit._proc import ServiceError, package_for
-from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, ConfigWarning, LabConfig
+from labkit.config import (ALL_SERVICES, CASSANDRA_TOPOLOGIES, PROVIDERS, ConfigError,
+                           ConfigWarning, LabConfig)
 from labkit.lab import Lab
 from labkit.providers import Verdict
 from labkit.providers.native import binary_checks
@@ -37,6 +39,7 @@ def _config(args: argparse.Namespace) -> LabConfig:
         services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     return LabConfig.load(services=services, followers=getattr(args, "followers", None),
                           cassandra=getattr(args, "cassandra", None),
+                          provider=getattr(args, "provider", None),
                           lab_dir=getattr(args, "lab_dir", None))
 
 
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
     p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
+    p.add_argument("--provider", choices=PROVIDERS,
+                   help="who runs the servers: native (default), or external (the servers "
+                        "lab.toml's [external] names)")
     p.add_argument("--jupyter", action="store_true",
                    help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")

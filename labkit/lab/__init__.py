@@ -3,7 +3,8 @@
 =============  ===============================================================
 module         holds
 =============  ===============================================================
-core           ``Lab``: up, attach, down, reset, accessors; knows no server by name
+core           ``Lab``: up, attach, down, reset; reaches every server through the
+               registry (a few accessors, ``leader``, ``broker_url``, are sugar)
 kinds/         the registry (``kinds/__init__.py``) and one module per kind of service:
                how it is built under each provider, its state, env, status rows,
                topology lines, warnings and reset steps (``kinds/base.py``)

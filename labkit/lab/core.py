@@ -106,8 +106,8 @@ class Lab:
                 report.helpers = [h.get("name", k) for k, h in state.get("helpers", {}).items()]
                 if state.get("services"):
                     self._build_from(state, attaching=True, create_secrets=False)
-            except StateError as e:
-                report.damaged = e.why
+            except ServiceError as e:  # a damaged state file, or one this labkit cannot use
+                report.damaged = e.why if isinstance(e, StateError) else str(e)
                 self.handles = {}
             names = [getattr(svc, "name", svc.kind) for svc in self._services()]
             if self.provider.manages:

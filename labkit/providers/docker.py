@@ -3,8 +3,11 @@
 ``labkit doctor`` asks the engine named by ``config.docker_host`` (``DOCKER_HOST``, else
 ``unix:///var/run/docker.sock``) for ``/_ping`` and ``/version`` over its HTTP API. The
 provider itself (images built from ``containers/<svc>/Dockerfile``, containers through
-testcontainers) joins later: a ``DockerProvider`` in ``PROVIDERS`` and a ``docker(ctx, saved)``
-builder on each service kind.
+testcontainers) joins later: this class in ``PROVIDERS`` (and "docker" in
+``config.PROVIDERS``), and a ``docker(ctx, saved)`` builder on each service kind in
+``labkit/lab/kinds/``. ``external.py`` shows the pattern for the servers: a lifecycle mixin
+placed before each server class (``ExternalService``; here a container's start, stop,
+``docker pause``) keeps every accessor and protocol-level method (SQL, CQL, AMQP) as it is.
 
 Why these few lines and not the Docker SDK: no labkit dependency speaks to Docker yet; the
 provider will bring the SDK (with testcontainers), and this check can then be
