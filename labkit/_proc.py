@@ -245,17 +245,18 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
     """
     t0 = time.monotonic()
     delay = 0.02
+    last = ""
     while True:
         try:
             if check():
                 return time.monotonic() - t0
         except ServiceError:
             raise
-        except Exception:  # not ready yet: connection refused, starting up, ...
-            pass
+        except Exception as e:  # not ready yet: connection refused, starting up, ...
+            last = f" (last: {type(e).__name__}: {str(e).strip()[:300]})"
         dead = [p for p in procs if not p.alive()]
         if dead or time.monotonic() - t0 > timeout_s:
-            why = f"{dead[0].name} exited" if dead else f"not ready after {timeout_s:.0f} s"
+            why = f"{dead[0].name} exited" if dead else f"not ready after {timeout_s:.0f} s{last}"
             raise ServiceError(f"{what}: {why}.{log_tail(log_path)}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)

@@ -237,7 +237,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_state_is_written_with_fsync_before_the_rename(tmp_path, monkeypatch):
-    from labkit import lab as lab_module
+    from labkit import _state
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(
@@ -245,7 +245,7 @@ def test_state_is_written_with_fsync_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))),
                                                       real_replace(a, b))[1])
     target = tmp_path / "state.json"
-    lab_module._write_private(target, {"version": 1, "services": {}})
+    _state.write_private(target, {"version": 1, "services": {}})
     assert events == [("fsync", str(tmp_path / "state.json.tmp")),
                       ("replace", str(target)), ("fsync", str(tmp_path))]
     assert json.loads(target.read_text()) == {"version": 1, "services": {}}

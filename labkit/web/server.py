@@ -13,12 +13,12 @@ from typing import Any
 import psutil
 
 from labkit._proc import PortAllocator, spawn
-from labkit.services.base import NativeService
+from labkit.services.base import HelperService
 from labkit.web.config import WebConfig
 from labkit.web.hooks import check_gc_mode, config_file
 
 
-class WebServer(NativeService):
+class WebServer(HelperService):
     """gunicorn serving ``labkit.web`` with ``workers`` sync worker processes.
 
     Runs as the current user (the interpreter may live where the lab's server account cannot
@@ -88,6 +88,9 @@ class WebServer(NativeService):
     def ready(self) -> bool:
         status, _ = self.get("/healthz", timeout_s=2.0)
         return status == 200
+
+    def probe(self) -> dict[str, Any]:
+        return {"http": self.url("/healthz")}
 
     def version(self) -> str:
         import django
