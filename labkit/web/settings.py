@@ -53,4 +53,5 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_FEED_KERNEL": config.feed_kernel,
         "LABKIT_FEED_SOURCE": config.feed_source,
         "LABKIT_CASSANDRA_FEEDS": config.cassandra_feeds,
+        "LABKIT_GATES": config.gates,
     }
