@@ -330,6 +330,18 @@ class GradedSubmission(Submission):
     def _run(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
         return self.run.call(payload, timeout_s)
 
+    def connect(self) -> Any:
+        import psycopg
+        return psycopg.connect(self.run.lab.leader.dsn(self.run.ns.name), autocommit=True,
+                               connect_timeout=5)
+
+    def cpu_s(self) -> float:
+        sb = self.run.sandbox
+        return self.run.cpu_used_s + (sb.cpu_s() if sb else 0.0)
+
+    def code_cells(self) -> list[str] | None:
+        return [source for _, source in student_cells(self.run.nb)]
+
     def close(self) -> None:
         for c in (self.db, self.follower_db):
             with contextlib.suppress(Exception):
@@ -427,8 +439,8 @@ def _run_submission(nb: Any, assignment: Assignment, all_tests: list[Test], lab:
     sub: GradedSubmission | None = None
     try:
         run = Run(nb, assignment, lab, limits, work_dir, secure, follower_lock)
+        sub = GradedSubmission(run)   # first: it installs the grader's probes
         run.run_cells()
-        sub = GradedSubmission(run)
         for t in all_tests:
             if run.left_s() <= 0:
                 verdicts[(t.question, t.name)] = "not run: the submission's time was up"

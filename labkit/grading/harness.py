@@ -193,6 +193,22 @@ class Submission:
     def token() -> str:
         return secrets.token_hex(6)
 
+    def connect(self) -> Any:
+        """A new connection to the submission's database on the leader (the test's own)."""
+        raise NotImplementedError
+
+    def cpu_s(self) -> float:
+        """CPU seconds the submission's processes have used so far.
+
+        Graded, this is the sandbox's cgroup counter: the kernel cannot make it smaller.
+        """
+        raise NotImplementedError
+
+    def code_cells(self) -> list[str] | None:
+        """The source of the submission's code cells as submitted (None in the student's own
+        kernel, where the notebook file is not known)."""
+        return None
+
     # -------------------------------------------------------------------------- timing
     @contextlib.contextmanager
     def at(self, after_s: float, action: Callable[[], Any]) -> Iterator[None]:
@@ -279,6 +295,12 @@ class LocalSubmission(Submission):
             self.install_probes()
         except Exception:  # probes are only for tests that load; a student's DB may refuse
             pass
+
+    def connect(self) -> Any:
+        return self.ws.connect()
+
+    def cpu_s(self) -> float:
+        return time.process_time()
 
     def _run(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
         import json
