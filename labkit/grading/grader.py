@@ -391,6 +391,7 @@ def grade_one(path: Path, known: dict[str, Assignment], lab: Any, limits: Limits
               tests: dict[str, list[Test]] | None = None) -> dict[str, Any]:
     """Grade one submission; always return a result, whatever the notebook does."""
     path = Path(path)
+    t0 = time.monotonic()
     result: dict[str, Any] = {"submission": str(path), "student": path.parent.name,
                               "assignment": None, "score": 0.0, "max_score": 0.0,
                               "questions": {}, "cells": [], "errors": []}
@@ -403,6 +404,7 @@ def grade_one(path: Path, known: dict[str, Assignment], lab: Any, limits: Limits
     if assignment is None:
         result["errors"].append("no matching assignment in solutions/ (by notebook metadata "
                                 "or file name NN_topic.ipynb)")
+        result["elapsed_s"] = 0.0
         return result
     result["assignment"] = assignment.name
     result["max_score"] = assignment.points
@@ -429,6 +431,7 @@ def grade_one(path: Path, known: dict[str, Assignment], lab: Any, limits: Limits
         result["questions"][q.id] = {"points": q.points, "score": score,
                                      "passed": bool(rows) and got == total, "tests": rows}
     result["score"] = round(sum(q["score"] for q in result["questions"].values()), 2)
+    result["elapsed_s"] = round(time.monotonic() - t0, 2)
     return result
 
 
@@ -520,7 +523,7 @@ def grade(paths: list[Path], lab: Any, out_dir: Path, *, solutions_dir: Path | N
                           follower_lock=follower_lock, tests=tests)
         except Exception as e:  # the class goes on; this one is named in the gradebook
             r = {"submission": str(path), "student": Path(path).parent.name, "assignment": None,
-                 "score": 0.0, "max_score": 0.0, "questions": {}, "cells": [],
+                 "score": 0.0, "max_score": 0.0, "questions": {}, "cells": [], "elapsed_s": 0.0,
                  "errors": [f"grading failed: {type(e).__name__}: {e}"[:1000]]}
         with lock:
             rid = report_id(Path(path), seen)
