@@ -75,6 +75,7 @@ class Marker:
 # The grader's probes in a submission's database: a load function whose every call is
 # recorded where only the grader may write (a SECURITY DEFINER function owned by the admin).
 PROBES_SQL = """
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 CREATE SCHEMA IF NOT EXISTS lk_grader;
 CREATE TABLE IF NOT EXISTS lk_grader.loads (id bigserial PRIMARY KEY, token text NOT NULL,
                                             at timestamptz NOT NULL DEFAULT clock_timestamp());
@@ -173,6 +174,11 @@ class Submission:
         value as bytes. A write made during the sleep is not in what it returns.
         """
         return Marker(loader=token, sleep_s=sleep_s, fail=fail)
+
+    def reader(self, key: str, token: str, *, sleep_s: float = 0.0, ttl_s: int = 60) -> Marker:
+        """A ``read()`` callable for the kernel: plain cache-aside on ``key`` (a cache client
+        of its own), refilled on a miss by ``loader(token, sleep_s=sleep_s)``."""
+        return Marker(reader=key, token=token, sleep_s=sleep_s, ttl_s=ttl_s)
 
     def install_probes(self) -> None:
         """Create ``lk_grader`` (the recorded load) in the submission's database."""

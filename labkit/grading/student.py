@@ -317,6 +317,9 @@ def _resolve(spec: dict[str, Any]) -> Any:
     if "loader" in spec:
         return _loader(ws, str(spec["loader"]), float(spec.get("sleep_s", 0)),
                        bool(spec.get("fail")))
+    if "reader" in spec:
+        return _reader(ws, str(spec["reader"]), str(spec["token"]), float(spec.get("sleep_s", 0)),
+                       int(spec.get("ttl_s", 60)))
     raise ValueError(f"unknown marker {spec!r}")
 
 
@@ -329,6 +332,20 @@ def _loader(ws: Workspace, token: str, sleep_s: float, fail: bool) -> Callable[[
             raise RuntimeError("the database is down (this load was made to fail)")
         return (value or "").encode()
     return load
+
+
+def _reader(ws: Workspace, key: str, token: str, sleep_s: float,
+            ttl_s: int) -> Callable[[], bytes]:
+    cache = ws.cache()
+    load = _loader(ws, token, sleep_s, False)
+
+    def read() -> bytes:
+        value = cache.get(key)
+        if value is None:
+            value = load()
+            cache.set(key, value, expire=ttl_s)
+        return value
+    return read
 
 
 def _kill_local_workers() -> int:
