@@ -335,6 +335,15 @@ class GradedSubmission(Submission):
         return psycopg.connect(self.run.lab.leader.dsn(self.run.ns.name), autocommit=True,
                                connect_timeout=5)
 
+    def broker_url(self) -> str:
+        from urllib.parse import quote
+        mq = self.run.lab.rabbitmq
+        if not self.run.ns.rabbitmq or mq is None:
+            raise RuntimeError("this assignment has no RabbitMQ vhost: add \"rabbitmq\" to its "
+                               "metadata labkit.uses")
+        return (f"amqp://{quote(mq.username, safe='')}:{quote(mq.password, safe='')}@"
+                f"{mq.host}:{mq.port}/{quote(self.run.ns.vhost, safe='')}")
+
     def cpu_s(self) -> float:
         sb = self.run.sandbox
         return self.run.cpu_used_s + (sb.cpu_s() if sb else 0.0)

