@@ -124,3 +124,11 @@ def test_malformed_solutions_name_the_fix(tmp_path):
                              code("# HIDDEN TEST q1\n@tests('q1')\ndef t(sub):\n    pass")])
     with pytest.raises(FormatError, match="feedback="):
         parse(path)
+
+
+def test_every_lesson_with_an_exercise_links_to_it():
+    for ex in sorted(EXERCISES.glob("[0-9][0-9]_*.ipynb")):
+        lessons = list((REPO / "notebooks").glob(f"{ex.name[:3]}*.ipynb"))
+        assert lessons, f"exercise {ex.name} has no lesson notebook"
+        text = lessons[0].read_text()
+        assert f"../exercises/{ex.name}" in text, f"{lessons[0].name} does not link to {ex.name}"
