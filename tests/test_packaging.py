@@ -94,11 +94,27 @@ def _sources() -> list[tuple[str, str]]:
     return out
 
 
+def _parse(code: str) -> ast.AST:
+    """``ast.parse``, in a fresh interpreter when this one's parser state is damaged.
+
+    CPython 3.11 can raise "SystemError: AST constructor recursion depth mismatch" for any
+    source once some earlier code in the process hit a RecursionError (seen in a full pytest
+    run); a subprocess parses the same text cleanly.
+    """
+    try:
+        return ast.parse(code)
+    except SystemError:
+        out = subprocess.run([sys.executable, "-c", "import ast, sys; "
+                              "print(ast.dump(ast.parse(sys.stdin.read())))"],
+                             input=code, capture_output=True, text=True, check=True)
+        return eval(out.stdout, vars(ast))  # ast.dump's output rebuilds the tree
+
+
 def _imported_top_levels(sources: list[tuple[str, str]]) -> dict[str, set[str]]:
     """Top-level module -> where it is imported (absolute imports only)."""
     found: dict[str, set[str]] = {}
     for where, code in sources:
-        for node in ast.walk(ast.parse(code)):
+        for node in ast.walk(_parse(code)):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
