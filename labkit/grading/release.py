@@ -2,9 +2,9 @@
 
 ``labkit exercises release DIR`` copies the repository's tracked files (``git ls-files``, or
 every file outside ``.git`` when there is no git) into ``DIR``, leaving out ``solutions/``
-(solutions, hidden tests, wrong answers), the grading tests that read them
-(``tests/grading/``), the instructor guide (``docs/instructor.md``) and the grading
-benchmark. ``exercises/`` is rebuilt from the solutions on the way, so it is never stale.
+(solutions, hidden tests, wrong answers, the instructor guide), the grading tests that read
+them (``tests/grading/``, the tamper corpus among them) and the grading benchmark.
+``exercises/`` is rebuilt from the solutions on the way, so it is never stale.
 Before returning it checks that no hidden test (its name, its feedback, a line of its code)
 appears anywhere in the release. (Solution code is not searched for: labkit's own backend
 implements what the exercises ask, by design, in the notebooks the students read.)
@@ -18,8 +18,7 @@ from pathlib import Path
 
 from labkit.grading.format import assignments, build_exercises
 
-LEFT_OUT = ("solutions/", "tests/grading/", "docs/instructor.md", "benchmarks/grade_class.py",
-            "exercises/")
+LEFT_OUT = ("solutions/", "tests/grading/", "benchmarks/grade_class.py", "exercises/")
 
 
 def tracked_files(repo: Path) -> list[str]:
