@@ -6,8 +6,9 @@
 
 Target (issue 16): >= 10 submissions per minute on 2 cores, every submission in its own
 sandbox (bwrap, cgroup, memcached, database). ``--broken 0.33`` turns a third of the copies
-into submissions that hang (an endless loop, SIGINT ignored) or crash (os._exit, a fork bomb):
-the class must still finish, each of those graded 0 and named in the gradebook. Uses the lab
+into submissions whose every function hangs (an endless loop, SIGINT ignored) or crashes the
+kernel (os._exit, a fork bomb): the class must still finish, each of those graded 0 (11's
+%%cython function is not redefined: use it without --broken) and named in the gradebook. Uses the lab
 of LABKIT_LAB_DIR (started if needed). Prints per-run rates and the median.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import copy
 import csv
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -30,11 +32,21 @@ from labkit.grading.grader import grade
 from labkit.grading.sandbox import Limits
 
 REPO = Path(__file__).resolve().parents[1]
+# What a broken submission's functions do instead of their work (every call, every question).
 BREAKERS = {
-    "hang": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
-    "crash": "import os\nos._exit(1)",
-    "forkbomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    "hang": "    import signal\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True:\n"
+            "        pass",
+    "crash": "    import os\n    os._exit(1)",
+    "forkbomb": "    import os\n    while True:\n        try:\n            os.fork()\n"
+                "        except OSError:\n            pass",
 }
+
+
+def broken_cell(nb: nbformat.NotebookNode, kind: str) -> str:
+    """A last cell that redefines every function the solution asks for as ``kind``."""
+    names = sorted({m for c in nb.cells if c.cell_type == "code" and "BEGIN SOLUTION" in c.source
+                    for m in re.findall(r"^def +(\w+) *\(", c.source, re.MULTILINE)})
+    return "\n".join(f"def {name}(*args, **kwargs):\n{BREAKERS[kind]}\n" for name in names)
 
 
 def make_class(dest: Path, names: list[str], copies: int, broken: float) -> dict[str, str]:
@@ -51,7 +63,7 @@ def make_class(dest: Path, names: list[str], copies: int, broken: float) -> dict
             if step and i % step == step - 1:
                 kind = list(BREAKERS)[(i // step) % len(BREAKERS)]
                 sub = copy.deepcopy(nb)
-                sub.cells[2:2] = [nbformat.v4.new_code_cell(BREAKERS[kind])]
+                sub.cells.append(nbformat.v4.new_code_cell(broken_cell(nb, kind)))
             (dest / student).mkdir(parents=True)
             nbformat.write(sub, dest / student / f"{name}.ipynb")
             kinds[student] = f"{name} {kind}"
