@@ -50,6 +50,9 @@ from labkit.services.memcached import Memcached
 
 REPO = Path(__file__).resolve().parents[2]
 INSIDE_CACHE = ("127.0.0.1", 11211)   # the private memcached, as the kernel reaches it
+# A kernel that hangs or dies on every call would cost a time limit per test: after this many
+# unanswered tests in a row the rest are failed without being run.
+MAX_SILENT_TESTS = 3
 
 __all__ = ["Limits", "grade", "grade_one", "find_submissions", "InsecureRefused"]
 
@@ -453,15 +456,21 @@ def _run_submission(nb: Any, assignment: Assignment, all_tests: list[Test], lab:
         run = Run(nb, assignment, lab, limits, work_dir, secure, follower_lock)
         sub = GradedSubmission(run)   # first: it installs the grader's probes
         run.run_cells()
+        silent = 0   # tests in a row the kernel did not answer
         for t in all_tests:
             if run.left_s() <= 0:
                 verdicts[(t.question, t.name)] = "not run: the submission's time was up"
+                continue
+            if silent >= MAX_SILENT_TESTS:
+                verdicts[(t.question, t.name)] = ("not run: your notebook stopped answering "
+                                                  f"({MAX_SILENT_TESTS} tests in a row)")
                 continue
             uses_fault = "follower" in run.uses and "follower_delay" in _source_of(t)
             lock = (contextlib.nullcontext() if uses_fault or "follower" not in run.uses
                     else follower_lock.shared())
             with lock:
-                verdicts[(t.question, t.name)] = student.run_test(t.fn, sub)
+                verdict = verdicts[(t.question, t.name)] = student.run_test(t.fn, sub)
+            silent = silent + 1 if verdict and verdict.startswith(student.NO_ANSWER) else 0
             # Whatever a test left in the cache or database stays: later tests of the same
             # submission start from it, as in the student's notebook.
     except Exception as e:

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 GRADE_ENV = "LABKIT_GRADE"
 TAG = "LABKIT-OBS-"
+NO_ANSWER = "no answer from your notebook"
 
 
 @dataclass
@@ -133,7 +134,7 @@ def describe(e: BaseException) -> str:
             return "not implemented yet"
         return f"your function raised {e}"
     if isinstance(e, NoAnswer):
-        return f"no answer from your notebook: {e}"
+        return f"{NO_ANSWER}: {e}"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted: the test ran past its time limit"
     where = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
