@@ -17,7 +17,7 @@ need_sudo() {
 
 if [ "$(uname -s)" = "Darwin" ]; then
   command -v brew >/dev/null || { echo "Install Homebrew first (https://brew.sh), then run this again." >&2; exit 1; }
-  for f in postgresql@15 memcached rabbitmq openjdk@17 maven python@3.11; do
+  for f in postgresql@15 memcached rabbitmq openjdk@17 maven haproxy python@3.11; do
     brew list --versions "$f" >/dev/null 2>&1 || { log "brew install $f"; brew install "$f"; }
   done
   PYTHON="${PYTHON:-$(brew --prefix python@3.11)/bin/python3.11}"
@@ -29,6 +29,8 @@ else
   command -v epmd >/dev/null || need+=(erlang-base)
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || need+=(maven)
+  # The canary router of notebook 13 (weights changed at run time through its stats socket).
+  [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need+=(haproxy)
   command -v git >/dev/null || need+=(git)
   # `labkit grade` confines each submission: bubblewrap (namespaces) and socat (forwarders to
   # its own servers through the sandbox's loopback-only network).

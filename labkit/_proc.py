@@ -245,17 +245,18 @@ def wait_ready(what: str, check: Callable[[], bool], *, timeout_s: float,
     """
     t0 = time.monotonic()
     delay = 0.02
+    last = ""
     while True:
         try:
             if check():
                 return time.monotonic() - t0
         except ServiceError:
             raise
-        except Exception:  # not ready yet: connection refused, starting up, ...
-            pass
+        except Exception as e:  # not ready yet: connection refused, starting up, ...
+            last = f" (last: {type(e).__name__}: {str(e).strip()[:300]})"
         dead = [p for p in procs if not p.alive()]
         if dead or time.monotonic() - t0 > timeout_s:
-            why = f"{dead[0].name} exited" if dead else f"not ready after {timeout_s:.0f} s"
+            why = f"{dead[0].name} exited" if dead else f"not ready after {timeout_s:.0f} s{last}"
             raise ServiceError(f"{what}: {why}.{log_tail(log_path)}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
@@ -303,11 +304,18 @@ def sweep(lab_dir: Path) -> list[int]:
     if marker is None:
         raise ServiceError(f"refusing to sweep processes of {lab_dir}: it has no lab marker "
                            f"({MARKER}); only a lab directory's own processes are ever stopped")
-    found = marked_processes(marker.lab_id)
-    _signal_all(found, signal.SIGCONT)
-    _signal_all(found, signal.SIGKILL)
-    psutil.wait_procs(found, timeout=5)
-    return [p.pid for p in found]
+    # Rounds until none is left: a process caught mid-start (a script about to exec its
+    # server, a server forking a helper) can make a marked child after a round's snapshot.
+    swept: list[int] = []
+    for _ in range(5):
+        found = marked_processes(marker.lab_id)
+        if not found:
+            break
+        _signal_all(found, signal.SIGCONT)
+        _signal_all(found, signal.SIGKILL)
+        psutil.wait_procs(found, timeout=5)
+        swept += [p.pid for p in found if p.pid not in swept]
+    return swept
 
 
 def stop_all(procs: list[psutil.Process], timeout_s: float = 10.0) -> None:
@@ -331,6 +339,7 @@ _PACKAGES = {
     "maven": ("maven", "maven"),
     "bwrap": ("bubblewrap", "bubblewrap"),
     "socat": ("socat", "socat"),
+    "haproxy": ("haproxy", "haproxy"),
 }
 
 

@@ -1,6 +1,7 @@
 """The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
-    labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--jupyter]
+    labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--cassandra ring]
+              [--provider native|external] [--jupyter]
     labkit status
     labkit env
     labkit reset [--yes]
@@ -16,17 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+from labkit import providers
 from labkit._proc import ServiceError, package_for
-from labkit.config import ALL_SERVICES, CASSANDRA_TOPOLOGIES, ConfigError, ConfigWarning, LabConfig
+from labkit.config import (ALL_SERVICES, CASSANDRA_TOPOLOGIES, PROVIDERS, ConfigError,
+                           ConfigWarning, LabConfig)
 from labkit.lab import Lab
+from labkit.providers import Verdict
+from labkit.providers.native import binary_checks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +40,7 @@ def _config(args: argparse.Namespace) -> LabConfig:
         services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     return LabConfig.load(services=services, followers=getattr(args, "followers", None),
                           cassandra=getattr(args, "cassandra", None),
+                          provider=getattr(args, "provider", None),
                           lab_dir=getattr(args, "lab_dir", None))
 
 
@@ -71,7 +75,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(e)
         return 1
     rows = lab.health()
-    print(f"lab {lab.config.lab_dir}\n{lab.status_table(rows)}")
+    where = "" if lab.provider.manages else " (external servers: labkit starts and stops none)"
+    print(f"lab {lab.config.lab_dir}{where}\n{lab.status_table(rows)}")
+    helpers = lab.helper_health()
+    if helpers:
+        print(f"\n{lab.helper_table(helpers)}")
     notes = lab.warnings()
     if notes:
         print("\nnot as `labkit up` left it:\n" + "\n".join(f"  - {n}" for n in notes))
@@ -106,6 +114,9 @@ RESET_HELP = ("put the running lab back to its starting state: stop helper proce
 def cmd_reset(args: argparse.Namespace) -> int:
     lab = Lab.attach(_config(args))
     plan = lab.reset(dry_run=True)
+    if not lab.provider.manages:
+        print(f"lab {lab.config.lab_dir} runs on external servers: labkit reset stops only the "
+              "lab's helper processes; the servers' data is not the lab's to drop")
     if not plan:
         print(f"lab {lab.config.lab_dir} is in its starting state: nothing to reset")
         return 0
@@ -125,75 +136,20 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- doctor
 
-def _version_of(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return _first_version(out.stdout + out.stderr)
-
-
-def _first_version(text: str) -> str | None:
-    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
-    return m.group(1) if m else None
-
-
 def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
-    """(what, ok, found, needed) for every binary the lab starts."""
-    def vt(v: str | None) -> tuple[int, ...]:
-        return tuple(int(x) for x in v.split(".")) if v else ()
-
-    checks = []
-    pg = Path(cfg.pg_bin_dir) / "postgres"
-    v = _version_of([str(pg), "--version"]) if pg.exists() else None
-    checks.append(("postgres", bool(v) and vt(v)[0] == 15, v or f"not found in {cfg.pg_bin_dir}",
-                   "15"))
-    for tool in ("initdb", "pg_basebackup"):
-        ok = (Path(cfg.pg_bin_dir) / tool).exists()
-        checks.append((tool, ok, "found" if ok else "not found", "15"))
-    mc = shutil.which(cfg.memcached_bin) or (cfg.memcached_bin if Path(cfg.memcached_bin).exists()
-                                             else None)
-    v = _version_of([mc, "-V"]) if mc else None
-    checks.append(("memcached", bool(v) and vt(v) >= (1, 6), v or "not found", ">= 1.6"))
-    rmq = cfg.rabbitmq_server_bin
-    found = Path(rmq).exists() or shutil.which(rmq)
-    v = None
-    if found:  # the broker has no --version; ask the package manager where there is one
-        deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
-                             capture_output=True, text=True) if shutil.which("dpkg-query") else None
-        v = _first_version(deb.stdout) if deb and deb.returncode == 0 else "installed"
-    checks.append(("rabbitmq", bool(found) and (v == "installed" or vt(v) >= (3, 10)),
-                   v or "not found", ">= 3.10"))
-    epmd = shutil.which(cfg.epmd_bin) or (cfg.epmd_bin if Path(cfg.epmd_bin).exists() else None)
-    checks.append(("epmd", bool(epmd), "found" if epmd else "not found", "Erlang"))
-    # Cassandra runs from jars that Maven resolves, on Java 17.
-    from labkit.services.cassandra import CassandraError, check_java
-    try:
-        _, major = check_java(cfg.java_bin)
-        checks.append(("java", True, str(major), ">= 17 (Cassandra)"))
-    except CassandraError:
-        found = _version_of([cfg.java_bin, "-version"]) if shutil.which(cfg.java_bin) else None
-        checks.append(("java", False, found or "not found", ">= 17 (Cassandra)"))
-    mvn = shutil.which(cfg.mvn_bin)
-    v = _version_of([mvn, "--version"]) if mvn else None
-    checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
-    # `labkit grade` isolates each submission with bubblewrap and socat forwarders.
-    bwrap = shutil.which("bwrap")
-    v = _version_of([bwrap, "--version"]) if bwrap else None
-    checks.append(("bwrap", bool(v), v or "not found", "any (labkit grade)"))
-    socat = shutil.which("socat")
-    v = _version_of([socat, "-V"]) if socat else None
-    checks.append(("socat", bool(v), v or "not found", "any (labkit grade)"))
-    return checks
+    """(what, ok, found, needed) for every binary the lab needs (the native provider's)."""
+    return binary_checks(cfg)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """The binaries, the kernels, and which providers can run here; 1 if the lab's own cannot."""
     cfg = _config(args)
     checks = doctor_checks(cfg)
     print(f"{'binary':<15} {'status':<7} {'found':<28} needed")
     for what, ok, found, needed in checks:
         print(f"{what:<15} {'ok' if ok else 'MISSING':<7} {found:<28} {needed}")
     _print_speedups()
+    verdicts = _print_providers(cfg)
     missing = [what for what, ok, *_ in checks if not ok]
     if missing:
         debs = sorted({package_for(w)[0] for w in missing})
@@ -201,9 +157,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("\nTo install what is missing:")
         print(f"  Debian/Ubuntu:    sudo apt-get install -y {' '.join(debs)}")
         print(f"  macOS (Homebrew): brew install {' '.join(brews)}")
+    if not verdicts[cfg.provider].ok:
         return 1
-    print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
+    if cfg.provider == "native":
+        print(f"\nall binaries found; lab directory: {cfg.lab_dir}")
+    else:
+        print(f"\nthe {cfg.provider} provider can run; lab directory: {cfg.lab_dir}")
     return 0
+
+
+def _print_providers(cfg: LabConfig) -> dict[str, Verdict]:
+    """Which providers can run here, and why (not); the one the config chooses is marked."""
+    verdicts = {p.name: p.check(cfg) for p in providers.ALL}
+    print(f"\n{'provider':<15} {'can run':<8} why")
+    for v in verdicts.values():
+        chosen = "  (this lab's)" if v.provider == cfg.provider else ""
+        print(f"{v.provider:<15} {'yes' if v.ok else 'no':<8} {v.why}{chosen}")
+        for line in v.details:
+            print(f"{'':<24} {line}")
+    return verdicts
 
 
 def _print_speedups() -> None:
@@ -225,6 +197,8 @@ def _print_speedups() -> None:
 EXPERIMENTS = {
     "herd": ("labkit.experiments.herd",
              "DB queries per hot-key expiry, with and without leases"),
+    "canary": ("labkit.experiments.canary",
+               "canary releases judged against a baseline: rollbacks and detection time per judge"),
 }
 
 
@@ -358,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--followers", type=int, help="PostgreSQL followers (default 1)")
     p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
+    p.add_argument("--provider", choices=PROVIDERS,
+                   help="who runs the servers: native (default), or external (the servers "
+                        "lab.toml's [external] names)")
     p.add_argument("--jupyter", action="store_true",
                    help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")

@@ -26,9 +26,9 @@ import pwd
 import re
 import shutil
 import warnings
-from dataclasses import field, fields
+from dataclasses import asdict, field, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Mapping, get_args
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
@@ -42,6 +42,8 @@ ALL_SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
 DEFAULT_SERVICES = ("postgres", "memcached", "rabbitmq")
 CASSANDRA_TOPOLOGIES = ("single", "ring", "regions")
 SYNCHRONOUS_COMMIT_MODES = ("off", "local", "remote_apply")
+# Who runs the servers (labkit.providers): the installed binaries, or servers that run elsewhere.
+PROVIDERS = ("native", "external")
 
 ENV_PREFIX = "LABKIT_"
 # LABKIT_* variables that are the lab's own and no setting: LABKIT_CONFIG, the markers `spawn`
@@ -106,6 +108,129 @@ def _hint(text: str) -> Any:
 
 Program = Annotated[str, Field(min_length=1, description="a program name or path")]
 
+# Where the default ports of the servers are (an external endpoint may leave its port out).
+DEFAULT_PORTS = {"memcached": 11211, "cassandra": 9042}
+
+
+def split_endpoint(text: str, default_port: int) -> tuple[str, int]:
+    """``"host:port"`` (or ``"host"``, or ``"[v6]:port"``) as (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or "]" in port or (host.count(":") and not host.startswith("[")):
+        host, port = text.strip(), str(default_port)  # no port, or a bare IPv6 address
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port (e.g. \"10.0.0.7:{default_port}\")")
+    return host, int(port)
+
+
+def _endpoints(values: Any, default_port: int) -> Any:
+    for v in values or ():
+        split_endpoint(str(v), default_port)
+    return values
+
+
+def _dsn(value: str | None) -> str | None:
+    if value is None:
+        return value
+    from psycopg.conninfo import conninfo_to_dict  # only when an external lab is configured
+    try:
+        params = conninfo_to_dict(value)
+    except Exception as e:
+        raise ValueError(f"not a libpq connection string or postgresql:// URL "
+                         f"({str(e).strip()})") from None
+    if not params.get("host"):
+        raise ValueError("it names no host (e.g. \"postgresql://user:password@10.0.0.5:5432/"
+                         "postgres\")")
+    return value
+
+
+_TOPOLOGY = ("a topology's clusters: a table of region = [\"host:9042\", ...], e.g. "
+             "{ us = [\"10.0.1.1:9042\"], eu = [\"10.0.2.1:9042\"] }")
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ExternalCassandra:
+    """``[external.cassandra]``: the login, and each topology's contact points by region.
+
+    ``ring = { us = ["10.0.1.1:9042", "10.0.1.2:9042"] }``; ``regions = { us = [...],
+    eu = [...] }`` (one cluster per region); ``single`` likewise. A notebook asking for a
+    topology gets the clusters named under it.
+    """
+
+    user: Annotated[str, Field(min_length=1, description="the Cassandra role to log in as")]
+    password: Annotated[str, Field(description="its password")]
+    single: Annotated[dict[str, tuple[str, ...]] | None, Field(description=_TOPOLOGY)] = None
+    ring: Annotated[dict[str, tuple[str, ...]] | None, Field(description=_TOPOLOGY)] = None
+    regions: Annotated[dict[str, tuple[str, ...]] | None, Field(description=_TOPOLOGY)] = None
+
+    @field_validator("single", "ring", "regions")
+    @classmethod
+    def _regions(cls, v: dict[str, tuple[str, ...]] | None) -> Any:
+        for region, points in (v or {}).items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", region):
+                raise ValueError(f"region {region!r}: use lower-case letters, digits and _")
+            if not points:
+                raise ValueError(f"region {region!r} names no contact point; give host:port")
+            _endpoints(points, DEFAULT_PORTS["cassandra"])
+        return v
+
+    def topology(self, name: str) -> dict[str, list[tuple[str, int]]] | None:
+        """{region: [(host, port), ...]} of topology ``name``, or None if lab.toml names none."""
+        regions = getattr(self, name, None)
+        if regions is None:
+            return None
+        return {r: [split_endpoint(p, DEFAULT_PORTS["cassandra"]) for p in points]
+                for r, points in regions.items()}
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ExternalServers:
+    """``[external]`` in lab.toml: servers that run elsewhere, for ``provider = "external"``.
+
+    >>> ExternalServers(leader="postgresql://lab:pw@10.0.0.5/postgres",
+    ...                 memcached=("10.0.0.7:11211",)).memcached
+    ('10.0.0.7:11211',)
+    """
+
+    leader: Annotated[str | None, Field(description=(
+        "the PostgreSQL leader: a libpq DSN or postgresql:// URL, with user and password"))] = None
+    followers: Annotated[tuple[str, ...], Field(description=(
+        "its streaming replicas: DSNs or URLs, as the leader"))] = ()
+    memcached: Annotated[tuple[str, ...], Field(description="memcached servers, host:port")] = ()
+    broker_url: Annotated[str | None, Field(description=(
+        "RabbitMQ: amqp://user:password@host:5672/vhost (amqps:// for TLS)"))] = None
+    cassandra: Annotated[ExternalCassandra | None, Field(description=(
+        "[external.cassandra]: user, password, and single/ring/regions = { region = "
+        "[\"host:9042\", ...] }"))] = None
+
+    @field_validator("leader")
+    @classmethod
+    def _leader(cls, v: str | None) -> str | None:
+        return _dsn(v)
+
+    @field_validator("followers")
+    @classmethod
+    def _followers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for dsn in v:
+            _dsn(dsn)
+        return v
+
+    @field_validator("memcached")
+    @classmethod
+    def _memcached(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _endpoints(v, DEFAULT_PORTS["memcached"])
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+        if v is not None:
+            url = urlsplit(v)
+            if url.scheme not in ("amqp", "amqps") or not url.hostname:
+                raise ValueError("not an AMQP URL (e.g. \"amqp://user:password@10.0.0.9:5672/"
+                                 "vhost\")")
+        return v
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class LabConfig:
@@ -120,6 +245,8 @@ class LabConfig:
         default_factory=_default_lab_dir)
     cache_dir: Annotated[Path, _hint("a directory for downloads (Cassandra's jars)")] = field(
         default_factory=_default_cache_dir)
+    provider: Annotated[str, _hint(
+        f"who runs the servers: one of {', '.join(PROVIDERS)}")] = "native"
     services: Annotated[tuple[str, ...], _hint(
         f"servers to start: some of {', '.join(ALL_SERVICES)} (a TOML list, or "
         "comma-separated in LABKIT_SERVICES)")] = DEFAULT_SERVICES
@@ -158,6 +285,14 @@ class LabConfig:
         "heap per Cassandra node in MB: a whole number from 256 to 65536"))] = 512
     java_bin: Program = "java"
     mvn_bin: Program = "mvn"
+    docker_host: Annotated[str, _hint(
+        "the Docker engine's address (unix:///path or tcp://host:port); default DOCKER_HOST, "
+        "else unix:///var/run/docker.sock")] = field(
+        default_factory=lambda: os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    # The servers an external lab points at (provider = "external"): lab.toml's [external].
+    external: Annotated[ExternalServers | None, _hint(
+        "the servers that run elsewhere, for provider = \"external\": an [external] table in "
+        "lab.toml naming leader, followers, memcached, broker_url and [external.cassandra]")] = None
 
     # -- checks beyond type and range (each error says what to choose) -----------------------
     @field_validator("followers", "memcached_instances", "memcached_memory_mb", "port_base",
@@ -166,6 +301,22 @@ class LabConfig:
     def _no_booleans(cls, v: Any) -> Any:
         if isinstance(v, bool):  # pydantic's lax mode would read true as 1
             raise ValueError("a number is needed, not true/false")
+        return v
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, v: str) -> str:
+        if not re.fullmatch(r"(unix://|tcp://|ssh://|npipe://)\S+", v):
+            raise ValueError(f"{v!r} is not an engine address: unix:///var/run/docker.sock, "
+                             "or tcp://host:2375")
+        return v
+
+    @field_validator("external", mode="before")
+    @classmethod
+    def _table(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError("the external servers are a table: name them in lab.toml's "
+                             "[external] (leader = ..., memcached = [...]), not in a string")
         return v
 
     @field_validator("lab_dir", "cache_dir", mode="before")
@@ -231,16 +382,17 @@ class LabConfig:
     @field_validator("synchronous_commit")
     @classmethod
     def _sync_mode(cls, v: str) -> str:
-        if v not in SYNCHRONOUS_COMMIT_MODES:
-            raise ValueError(f"{v!r}: choose one of {', '.join(SYNCHRONOUS_COMMIT_MODES)}")
-        return v
+        return _one_of(v, SYNCHRONOUS_COMMIT_MODES, "one")
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        return _one_of(v, PROVIDERS, "a provider")
 
     @field_validator("cassandra")
     @classmethod
     def _topology(cls, v: str) -> str:
-        if v and v not in CASSANDRA_TOPOLOGIES:
-            raise ValueError(f"{v!r}: choose a topology from {', '.join(CASSANDRA_TOPOLOGIES)}")
-        return v
+        return _one_of(v, CASSANDRA_TOPOLOGIES, "a topology") if v else v
 
     def __post_init__(self) -> None:
         # Cassandra is asked for either way: by service name, or by naming a topology.
@@ -300,9 +452,11 @@ class LabConfig:
     @classmethod
     def _validated(cls, values: dict[str, Any], origins: dict[str, str]) -> "LabConfig":
         try:
-            return cls(**values)
+            cfg = cls(**values)
         except ValidationError as e:
             raise ConfigError(_explain(cls, e, values, origins)) from None
+        _check_external(cfg, origins)
+        return cfg
 
     def replace(self, **changes: Any) -> "LabConfig":
         """A copy with ``changes`` applied (checked like arguments to ``load``)."""
@@ -315,8 +469,54 @@ class LabConfig:
                                {name: "argument to replace()" for name in changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (str(v) if isinstance(v, Path) else v)
+        return {f.name: (str(v) if isinstance(v, Path) else asdict(v) if is_dataclass(v) else v)
                 for f in fields(self) for v in [getattr(self, f.name)]}
+
+
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{value!r}: choose {what} from {', '.join(choices)}")
+    return value
+
+
+def _check_external(cfg: LabConfig, origins: dict[str, str]) -> None:
+    """With provider = "external", lab.toml's [external] must name every server asked for."""
+    if cfg.provider != "external":
+        return
+
+    def said(name: str) -> str:
+        return f"{name} = {getattr(cfg, name)!r} ({origins.get(name, 'default')})"
+
+    ext = cfg.external
+    if ext is None:
+        raise ConfigError(
+            f"{said('provider')} needs the servers it points at: add an [external] table to "
+            "lab.toml naming leader, followers, memcached, broker_url and [external.cassandra] "
+            "(see the README's external provider section), or choose provider = \"native\"")
+    problems = []
+    if "postgres" in cfg.services:
+        if not ext.leader:
+            problems.append("services has postgres, but [external] names no leader: add "
+                            "leader = \"postgresql://user:password@host:5432/postgres\", or "
+                            "leave postgres out of services")
+        if cfg.followers > len(ext.followers):
+            problems.append(f"{said('followers')}, but [external] names {len(ext.followers)} "
+                            "follower(s): add their DSNs to followers = [...] in [external], "
+                            f"or ask for {len(ext.followers)}")
+    if "memcached" in cfg.services and cfg.memcached_instances > len(ext.memcached):
+        problems.append(f"{said('memcached_instances')}, but [external] names "
+                        f"{len(ext.memcached)} memcached server(s): add them to memcached = "
+                        "[\"host:11211\", ...] in [external], or ask for fewer")
+    if "rabbitmq" in cfg.services and not ext.broker_url:
+        problems.append("services has rabbitmq, but [external] names no broker_url: add "
+                        "broker_url = \"amqp://user:password@host:5672/vhost\", or leave "
+                        "rabbitmq out of services")
+    if cfg.cassandra and (ext.cassandra is None or ext.cassandra.topology(cfg.cassandra) is None):
+        problems.append(f"{said('cassandra')}, but lab.toml names no {cfg.cassandra} under "
+                        "[external.cassandra]: add user, password and "
+                        f"{cfg.cassandra} = {{ us = [\"host:9042\"] }} there")
+    if problems:
+        raise ConfigError("the external provider lacks servers:\n  " + "\n  ".join(problems))
 
 
 # ------------------------------------------------------------------------------- loading
@@ -351,10 +551,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("lab", data)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: `lab` must be a table ([lab]) of settings")
-    if table is not data and set(data) - {"lab"}:
-        extra = ", ".join(sorted(set(data) - {"lab"}))
-        raise ConfigError(f"unknown setting(s) {extra} in {path}, outside [lab]; "
-                          "put every setting under [lab] (or none)")
+    if table is not data:
+        # [external] may stand beside [lab] (or within it, as [lab.external]).
+        extra = set(data) - {"lab", "external"}
+        if extra:
+            raise ConfigError(f"unknown setting(s) {', '.join(sorted(extra))} in {path}, outside "
+                              "[lab]; put every setting under [lab] (or none)")
+        if "external" in data:
+            table = {**table, "external": data["external"]}
     return table
 
 
@@ -363,15 +567,31 @@ def _did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
     return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
 
 
+def _hint_at(cls: Any, loc: tuple[Any, ...]) -> str:
+    """The description of the field at ``loc`` (or of the nearest table holding it)."""
+    hint = ""
+    for part in loc:
+        field_info = getattr(cls, "__pydantic_fields__", {}).get(str(part))
+        if field_info is None:
+            break
+        hint = field_info.description or hint
+        tables = [t for t in (field_info.annotation, *get_args(field_info.annotation))
+                  if hasattr(t, "__pydantic_fields__")]
+        cls = tables[0] if tables else None
+    return hint
+
+
 def _explain(cls: type, error: ValidationError, values: dict[str, Any],
              origins: dict[str, str]) -> str:
     """One line per bad value: the key and value, where it came from, what is wrong, the fix."""
-    hints = {name: (f.description or "") for name, f in cls.__pydantic_fields__.items()}
     lines = []
     for err in error.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         value = values.get(name, err.get("input"))
         origin = origins.get(name, "default")
+        if len(err["loc"]) > 1:  # within a table: [external] leader, [external.cassandra] ...
+            value = err.get("input")
+            name = ".".join(str(part) for part in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         msg = msg[:1].lower() + msg[1:]
         if origin.startswith(ENV_PREFIX):
@@ -380,5 +600,7 @@ def _explain(cls: type, error: ValidationError, values: dict[str, Any],
             where, fix = f"{name}={value!r} ({origin})", "pass another value"
         else:
             where, fix = f"{name} = {value!r} in {origin}", f"edit {origin}"
-        lines.append(f"{where}: {msg}. {name}: {hints.get(name, '')}; {fix}.")
+        if err["type"] == "missing":  # a table without a key it must have
+            where, msg = f"{name} (in {origin})", "missing"
+        lines.append(f"{where}: {msg}. {name}: {_hint_at(cls, err['loc'])}; {fix}.")
     return "bad setting" + ("s:\n  " if len(lines) > 1 else ": ") + "\n  ".join(lines)

@@ -133,6 +133,7 @@ BAD = {
     "service_user": "Not A User", "synchronous_commit": "sometimes", "startup_timeout_s": 0,
     "pg_bin_dir": "", "memcached_bin": "", "rabbitmq_server_bin": 5, "epmd_bin": "",
     "cassandra": "mesh", "cassandra_heap_mb": 64, "java_bin": "", "mvn_bin": 3,
+    "provider": "kubernetes", "external": "10.0.0.5", "docker_host": "docker.example",
 }
 
 

@@ -20,6 +20,18 @@ from labkit._proc import PortAllocator, ServiceError, listening
 from labkit.config import LabConfig
 
 
+def _describe(pids: list[int]) -> list[str]:
+    """pid, name and command line of each process (for a failure message)."""
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            out.append(f"{pid} {p.name()} {' '.join(p.cmdline())[:200]}")
+        except psutil.Error as e:
+            out.append(f"{pid} ({type(e).__name__})")
+    return out
+
+
 def _lab_pids(lab_dir: Path) -> list[int]:
     """Processes of the lab: carrying its marker, or spawned in (or working inside) its dir.
 
@@ -167,7 +179,8 @@ def test_down_after_kill_9_of_the_starter(fresh_lab_dir, after):
     ports = _recorded_ports(state)
     lk.down(lab_dir=fresh_lab_dir)
     time.sleep(0.2)
-    assert _lab_pids(fresh_lab_dir) == []
+    left = _lab_pids(fresh_lab_dir)
+    assert left == [], _describe(left)
     still = [p for p in ports if listening("127.0.0.1", p)]
     assert still == [], (still, subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout)
     assert not any(p.info["name"] in ("beam.smp", "epmd", "postgres", "memcached")
@@ -224,7 +237,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_state_is_written_with_fsync_before_the_rename(tmp_path, monkeypatch):
-    from labkit import lab as lab_module
+    from labkit import _state
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(
@@ -232,7 +245,7 @@ def test_state_is_written_with_fsync_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))),
                                                       real_replace(a, b))[1])
     target = tmp_path / "state.json"
-    lab_module._write_private(target, {"version": 1, "services": {}})
+    _state.write_private(target, {"version": 1, "services": {}})
     assert events == [("fsync", str(tmp_path / "state.json.tmp")),
                       ("replace", str(target)), ("fsync", str(tmp_path))]
     assert json.loads(target.read_text()) == {"version": 1, "services": {}}

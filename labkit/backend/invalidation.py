@@ -42,7 +42,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from labkit._proc import spawn
 from labkit.backend.cache import cache_key, connect_cache, delete_prefix
-from labkit.services.base import NativeService, StopSignal
+from labkit.services.base import HelperService, StopSignal
 
 # table of a shard schema -> (cache key kind, the column holding the id)
 KEY_RULES: dict[str, tuple[str, str]] = {
@@ -181,7 +181,7 @@ def ensure_slot(conn: psycopg.Connection, slot: str) -> None:
 
 
 # ------------------------------------------------------------------------- the service
-class InvalidationService(NativeService):
+class InvalidationService(HelperService):
     """The invalidation process for one database, started and stopped like a lab server.
 
     ``dsn`` names the database (the leader's: slots live there); ``cache_servers`` are
@@ -248,6 +248,9 @@ class InvalidationService(NativeService):
         with self._connect() as conn:
             return conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
                                 (self.application_name,)).fetchone() is not None
+
+    def probe(self) -> dict[str, Any]:
+        return {"postgres_application": self.application_name}
 
     def version(self) -> str:
         return "test_decoding"

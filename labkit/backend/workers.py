@@ -30,10 +30,10 @@ from typing import Any
 
 from labkit._proc import spawn
 from labkit.backend.tasks import declare_queues, make_app, queue_depth
-from labkit.services.base import NativeService
+from labkit.services.base import HelperService
 
 
-class CeleryWorkers(NativeService):
+class CeleryWorkers(HelperService):
     """``workers`` Celery worker processes consuming ``queue``; ready when each answers a ping.
 
     >>> w = CeleryWorkers(Path("/tmp/lab/celery"), broker_url=url, dsn=dsn)  # doctest: +SKIP
@@ -95,6 +95,9 @@ class CeleryWorkers(NativeService):
         replies = self.app.control.ping(destination=sorted(wanted), timeout=1.0,
                                         limit=len(wanted))
         return wanted <= {name for reply in replies for name in reply}
+
+    def probe(self) -> dict[str, Any]:
+        return {"amqp_consumers": self.queue, "count": len(self.procs)}
 
     def version(self) -> str:
         import celery

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from labkit._labdir import record
+from labkit import _state
+from labkit._labdir import find_lab, record
 from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, wait_ready
 
 
@@ -119,13 +121,7 @@ class NativeService:
 
     def health(self) -> dict[str, Any]:
         """Name, address, whether it answers, and its version (for `labkit status`)."""
-        ok = self.running()
-        try:
-            ok = ok and self.ready()
-            version = self.version() if ok else "-"
-        except Exception as e:  # a health report never raises
-            ok, version = False, f"error: {e}"
-        return {"name": self.name, "ok": ok, "address": self.address, "version": version}
+        return health_row(self, self.running)
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "workdir": str(self.workdir), "host": self.host,
@@ -149,6 +145,58 @@ class NativeService:
     def __repr__(self) -> str:
         status = "running" if self.running() else "stopped"
         return f"<{type(self).__name__} {self.name} {self.address} {status}>"
+
+
+class HelperService(NativeService):
+    """A process notebooks start beside the servers (web server, Celery workers, ...).
+
+    While it runs it is recorded in its lab's state file (kind, name, pids, address, and how
+    to check it without its Python object: ``probe``), so ``labkit status`` lists it from any
+    process; ``stop`` removes the record. Outside a lab directory nothing is recorded.
+    """
+
+    def probe(self) -> dict[str, Any]:
+        """How `labkit status` checks it beyond its processes being alive (JSON; no secrets).
+
+        ``{"http": url}`` (answers 200), ``{"postgres_application": name}`` (connected to the
+        lab's leader), ``{"amqp_consumers": queue, "count": n}`` (consuming from the lab's
+        broker); ``{}`` when live processes are all there is to check.
+        """
+        return {}
+
+    def start(self) -> "HelperService":
+        super().start()
+        self._record(lambda lab_dir, key: _state.record_helper(lab_dir, key, {
+            "kind": self.kind, "name": self.name, "address": self.address,
+            "workdir": str(self.workdir), "procs": [p.to_dict() for p in self.procs],
+            "probe": self.probe()}))
+        return self
+
+    def stop(self) -> None:
+        had = bool(self.procs)
+        super().stop()
+        if had:
+            self._record(_state.forget_helper)
+
+    def _record(self, change: Any) -> None:
+        found = find_lab(self.workdir)
+        if found is None:
+            return
+        lab_dir = found[0]
+        try:
+            change(lab_dir, str(self.workdir.resolve().relative_to(lab_dir)))
+        except ServiceError as e:  # a damaged state file: `labkit status` says so itself
+            warnings.warn(f"{self.name} could not be recorded in the lab's state file: {e}")
+
+
+def health_row(server: Any, alive: Any) -> dict[str, Any]:
+    """``server``'s status row: it answers when ``alive()`` and its readiness check pass."""
+    try:
+        ok = bool(alive() and server.ready())
+        version = server.version() if ok else "-"
+    except Exception as e:  # a health report never raises
+        ok, version = False, f"error: {e}"
+    return {"name": server.name, "ok": ok, "address": server.address, "version": version}
 
 
 class ServiceGroup:

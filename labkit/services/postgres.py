@@ -123,6 +123,14 @@ class PostgresServer(NativeService):
     def log_path(self) -> Path:
         return self.workdir / "postgres.log"
 
+    #: What to do when the leader's heartbeat is not written (labkit starts it at `up`).
+    heartbeat_fix = "run `labkit up` to restart it"
+
+    @property
+    def login(self) -> str:
+        """The database role the lab logs in as (its superuser)."""
+        return SUPERUSER
+
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq connection string with the lab's superuser credentials."""
         return (f"host={self.host} port={self.port} user={SUPERUSER} "
@@ -296,22 +304,22 @@ class PostgresServer(NativeService):
         self._require_follower("lag")
         assert self.leader is not None
         with self.leader.connect() as conn:
-            row = conn.execute(
-                "SELECT pg_current_wal_lsn()::text, "
-                "EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = %s), "
-                f"({heartbeat.AGE_MS_SQL})", (self.name,)).fetchone()
-        leader_lsn, streaming, beat_age_ms = row
+            leader_lsn, beat_age_ms = conn.execute(
+                f"SELECT pg_current_wal_lsn()::text, ({heartbeat.AGE_MS_SQL})").fetchone()
+        # Asked of the follower itself (its WAL receiver), not of the leader by name: an
+        # external follower's name in pg_stat_replication is whatever its own config says.
+        with self.connect() as conn:
+            streaming, lag_bytes, visible_age_ms = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'), "
+                "pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint, "
+                f"({heartbeat.AGE_MS_SQL})", (leader_lsn,)).fetchone()
         if not streaming:
             raise ServiceError(f"{self.name} is not streaming from the leader; see {self.log_path}")
         if beat_age_ms is None or beat_age_ms > heartbeat.STALE_MS:
             raise ServiceError(
                 f"the leader's heartbeat is not being written (last beat "
                 f"{(beat_age_ms or 0) / 1000:.0f} s ago), so the lag in ms cannot be read; "
-                "run `labkit up` to restart it")
-        with self.connect() as conn:
-            lag_bytes, visible_age_ms = conn.execute(
-                "SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint, "
-                f"({heartbeat.AGE_MS_SQL})", (leader_lsn,)).fetchone()
+                f"{self.heartbeat_fix}")
         if lag_bytes <= 0:  # replayed all the leader had when we asked: nothing is missing
             return Lag(0, 0.0)
         return Lag(int(lag_bytes), max(0.0, float(visible_age_ms)))

@@ -6,7 +6,7 @@ Introduced in notebooks/02_web_tier.ipynb.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class WebConfig:
     ``broker_url``, when given, makes a new like enqueue ``notify_like`` on ``notify_queue``
     (labkit.backend.tasks) after its commit, instead of notifying inline; the database needs
     ``tasks.install`` and a worker (``CeleryWorkers``) consuming that queue.
+    ``gates``, when given, is where views find feature gates (``labkit.backend.gates``):
+    ``{"dsn": ..., "cache_servers": [[host, port], ...], "prefix": ...}``; without it every
+    gate is off (``views.feature_on``).
     """
 
     leader: dict[str, Any]
@@ -44,6 +47,7 @@ class WebConfig:
     token_cache_ttl_s: float = 30.0
     broker_url: str | None = field(default=None, repr=False)
     notify_queue: str = "notifications"
+    gates: dict[str, Any] | None = field(default=None, repr=False)
     secret_key: str = field(default="labkit-web-not-secret", repr=False)
     # The feed (notebook 11): which scoring kernel runs, and whether the ranking model is
     # built when the app loads (in gunicorn's master with preload, shared by the workers)
@@ -80,12 +84,19 @@ class WebConfig:
         return WebConfig(**{**asdict(self), **changes})
 
     def write(self, path: Path) -> Path:
-        """Save as JSON readable by its owner only (it holds the database password)."""
+        """Save as JSON readable by its owner only (it holds the database password).
+
+        Settings left at their default are not written, so an older release of the web tier
+        (labkit.deploy), whose WebConfig lacks a newer setting, can read the file.
+        """
         import os
+        defaults = {f.name: f.default for f in fields(self)}
+        values = {k: v for k, v in asdict(self).items() if k not in defaults
+                  or defaults[k] is MISSING or v != defaults[k]}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f)
+            json.dump(values, f)
         return path
 
     @classmethod

@@ -13,12 +13,12 @@ from typing import Any
 import psutil
 
 from labkit._proc import PortAllocator, spawn
-from labkit.services.base import NativeService
+from labkit.services.base import HelperService
 from labkit.web.config import WebConfig
 from labkit.web.hooks import check_gc_mode, config_file
 
 
-class WebServer(NativeService):
+class WebServer(HelperService):
     """gunicorn serving ``labkit.web`` with ``workers`` sync worker processes.
 
     Runs as the current user (the interpreter may live where the lab's server account cannot
@@ -68,15 +68,29 @@ class WebServer(NativeService):
                "--workers", str(self.workers), "--worker-class", "sync",
                "--timeout", str(hard_timeout_s), "--graceful-timeout", "5",
                "--backlog", "512", "--log-level", "warning",
-               "--config", str((self.workdir / "gunicorn.conf.py").resolve()),
-               *(["--preload"] if self.preload else []),
-               *_no_control_socket(), f"labkit.web.wsgi:create_app({config_path!r})"]
+               *self._config_options(), *(["--preload"] if self.preload else []),
+               *_no_control_socket(), self._app_spec(config_path)]
         self.procs.append(spawn("gunicorn", cmd, cwd=self.workdir, log_path=self.log_path,
-                                user=None))
+                                user=None, env=self._environment()))
+
+    # Hooks for a server that runs other code the same way (labkit.deploy.pool.ReleasePool).
+    def _app_spec(self, config_path: str) -> str:
+        """gunicorn's WSGI application argument."""
+        return f"labkit.web.wsgi:create_app({config_path!r})"
+
+    def _config_options(self) -> list[str]:
+        """gunicorn's config: the file ``_prepare`` wrote (GC mode, profiling hooks)."""
+        return ["--config", str((self.workdir / "gunicorn.conf.py").resolve())]
+
+    def _environment(self) -> dict[str, str]:
+        return {}
 
     def ready(self) -> bool:
         status, _ = self.get("/healthz", timeout_s=2.0)
         return status == 200
+
+    def probe(self) -> dict[str, Any]:
+        return {"http": self.url("/healthz")}
 
     def version(self) -> str:
         import django

@@ -51,4 +51,5 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_NOTIFY_QUEUE": config.notify_queue,
         "LABKIT_LEADER_DSN": config.leader_dsn(),
         "LABKIT_FEED_KERNEL": config.feed_kernel,
+        "LABKIT_GATES": config.gates,
     }

@@ -138,6 +138,26 @@ def _notifier() -> Any:
                          settings.LABKIT_NOTIFY_QUEUE)
 
 
+@functools.lru_cache(maxsize=None)
+def _gate_store(dsn: str, servers: tuple, prefix: str) -> Any:
+    from labkit.backend.gates import GateStore
+    return GateStore(dsn, servers, prefix=prefix)
+
+
+def feature_on(request: HttpRequest, gate: str) -> bool:
+    """Whether feature ``gate`` is on for this request's user (labkit.backend.gates).
+
+    Off when the server has no gate store (``WebConfig.gates``). A view guards new code with
+    it, so the code can ship dark and be turned on for a share of users later.
+    """
+    cfg = settings.LABKIT_GATES
+    if not cfg or getattr(request, "user_id", None) is None:
+        return False
+    store = _gate_store(cfg["dsn"], tuple(tuple(s) for s in cfg["cache_servers"]),
+                        cfg.get("prefix", "gates"))
+    return store.enabled(gate, request.user_id)
+
+
 @api("GET")
 def media(request: HttpRequest, media_id: str) -> JsonResponse:
     """A media item with its like count (from the counter row, on the follower).

@@ -97,16 +97,21 @@ def ring() -> Iterator[CassandraCluster]:
         assert len(healthy) == 3 and all(" ok " in l and "5.0." in l for l in healthy), status.stdout
         lab = lk.attach(lab_dir=lab_dir)
         yield lab.cassandra.region("us")
-        pids = [n.pid for n in lab.cassandra.nodes]
-        ports = [(n.host, p) for n in lab.cassandra.nodes for p in (n.native_port, n.storage_port)]
-        down = _labkit(lab_dir, "down")
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert not [p for p in pids if p and psutil.pid_exists(p)
-                    and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        assert not [hp for hp in ports if listening(*hp)]
+        _down_leaves_no_node(lab_dir, lab.cassandra.nodes)
     finally:
         lk.down(lab_dir=lab_dir, purge=True)
         shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def _down_leaves_no_node(lab_dir: Path, nodes: list[CassandraNode]) -> None:
+    """`labkit down` stops every node: no JVM left, nothing listening on their ports."""
+    pids = [n.pid for n in nodes]
+    ports = [(n.host, p) for n in nodes for p in (n.native_port, n.storage_port)]
+    down = _labkit(lab_dir, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [p for p in pids if p and psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not [hp for hp in ports if listening(*hp)]
 
 
 def _make_keyspace(ring: CassandraCluster, name: str):
@@ -361,6 +366,74 @@ class TestRegions:
     def test_each_region_has_the_lab_superuser_only(self, regions: Cassandra) -> None:
         for region in ("us", "eu"):
             _only_the_lab_superuser(regions.region(region))
+
+
+# ---------------------------------------------------------------------------
+# topologies side by side in one lab (notebooks 09, 10 and 12 share a lab in CI)
+# ---------------------------------------------------------------------------
+
+
+def _one_row_keyspace(session, keyspace: str, replication: dict, value: str) -> None:
+    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {replication!r}")
+    session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)")
+    session.execute(f"INSERT INTO {keyspace}.t (k, v) VALUES (1, %s)", (value,))
+
+
+def _values(session, keyspace: str) -> list[str]:
+    from cassandra import InvalidRequest
+    try:
+        return [r.v for r in session.execute(f"SELECT v FROM {keyspace}.t")]
+    except InvalidRequest:  # no such keyspace on this cluster
+        return []
+
+
+@pytest.mark.cassandra
+def test_ring_and_regions_run_side_by_side_each_with_its_own_data() -> None:
+    lab_dir = _lab_dir("side")
+    try:
+        ring = lk.up(lab_dir=lab_dir, services=("cassandra",), cassandra="ring").cassandra
+        lab = lk.up(lab_dir=lab_dir, services=("cassandra",), cassandra="regions")
+        regions = lab.cassandra
+        assert (ring.topology, regions.topology) == ("ring", "regions")
+        assert set(lab.cassandra_topologies) == {"ring", "regions"}
+        assert ring.running() and regions.running()  # the ring kept running beside the regions
+        assert [n.host for n in ring.nodes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        endpoints = [(n.host, port) for cas in (ring, regions) for n in cas.nodes
+                     for port in (n.native_port, n.storage_port)]
+        assert len(set(endpoints)) == len(endpoints)
+        assert not {n.host for n in ring.nodes} & {n.host for n in regions.nodes}
+
+        # Each cluster answers with its own data, and knows nothing of the others'.
+        sessions = {"ring": ring.connect(), "us": regions.connect(region="us"),
+                    "eu": regions.connect(region="eu")}
+        _one_row_keyspace(sessions["ring"], "side_ring", {"class": "NetworkTopologyStrategy",
+                                                          "us": 3}, "ring")
+        for region in ("us", "eu"):
+            _one_row_keyspace(sessions[region], f"side_{region}",
+                              {"class": "NetworkTopologyStrategy", region: 1}, region)
+        for name, session in sessions.items():
+            assert [(k, _values(session, f"side_{k}")) for k in sessions] == [
+                (k, [k] if k == name else []) for k in sessions], name
+        # Gossip joined the ring's nodes, and nothing else: node 1 knows nodes 2 and 3 only.
+        first = ring.connect(only=ring.nodes[0])
+        peers = {str(r.peer) for r in first.execute("SELECT peer FROM system.peers")}
+        assert peers == {"127.0.0.2", "127.0.0.3"}
+
+        # Reattached without naming a topology, the lab cannot guess which one is meant.
+        with pytest.raises(lk.ServiceError, match=r"several Cassandra topologies \(ring, regions\)"):
+            lk.attach(lab_dir=lab_dir).cassandra
+        again = lk.attach(lab_dir=lab_dir, cassandra="ring").cassandra
+        assert again.contact_points == ring.contact_points
+        status = _labkit(lab_dir, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        lines = status.stdout.splitlines()
+        for group, n in (("cassandra ring:", 3), ("cassandra regions:", 2)):
+            rows = lines[lines.index(group) + 1:][:n]
+            assert all(r.startswith("cassandra-") and " ok " in r for r in rows), status.stdout
+        _down_leaves_no_node(lab_dir, [*ring.nodes, *regions.nodes])
+    finally:
+        lk.down(lab_dir=lab_dir, purge=True)
+        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
