@@ -338,6 +338,8 @@ _PACKAGES = {
     "epmd": ("erlang-base", "erlang"),
     "java": ("openjdk-17-jre-headless", "openjdk@17"),
     "maven": ("maven", "maven"),
+    "bwrap": ("bubblewrap", "bubblewrap"),
+    "socat": ("socat", "socat"),
     "haproxy": ("haproxy", "haproxy"),
 }
 
