@@ -2,7 +2,7 @@
 
 ``encode`` turns what a student's function returned into JSON the grader can read back with
 ``decode``: None, bools, ints, floats (NaN and infinities too), str, bytes, lists, tuples,
-dicts, sets. Anything else arrives as an ``Opaque`` (its type name and a short repr), which
+dicts, sets, datetimes (naive or aware, as ISO 8601 text). Anything else arrives as an ``Opaque`` (its type name and a short repr), which
 compares unequal to every expected value. Sizes are bounded: long strings, bytes and
 collections are cut (``Opaque`` again), and nesting stops at ``MAX_DEPTH``. Decoding
 builds only those plain types, whatever the input: a forged or garbled answer can be wrong,
@@ -15,6 +15,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 MAX_ITEMS = 10_000
@@ -53,6 +54,8 @@ def encode(value: Any, depth: int = 0) -> Any:
         return value if abs(value) < 2**63 else {"$int": str(value)[:MAX_TEXT]}
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
     if depth >= MAX_DEPTH:
         return _opaque(value, "nested too deep")
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value) <= MAX_TEXT:
@@ -96,6 +99,8 @@ def decode(data: Any, depth: int = 0, resolve: Any = None) -> Any:
                 return float(body)
             if tag == "$bytes":
                 return base64.b64decode(body)
+            if tag == "$datetime":
+                return datetime.fromisoformat(str(body)[:64])
             if tag == "$tuple":
                 return tuple(decode(v, depth + 1, resolve) for v in body)
             if tag == "$set":

@@ -2,7 +2,8 @@
 
 Each wrong answer replaces the solution's cell that defines the same function; graded, it
 must lose points on the question it gets wrong (and the other questions keep theirs, so the
-difference is that answer's, not an accident of the run). All go through one ``grade`` call.
+difference is that answer's, not an accident of the run). The wrong answers of one assignment
+go through one ``grade`` call.
 """
 
 from __future__ import annotations
@@ -51,16 +52,28 @@ def _replace(nb: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
 
 
 @pytest.fixture(scope="module")
-def graded(lab, tmp_path_factory):
-    subs = tmp_path_factory.mktemp("wrong")
-    for name, (assignment, _, _, source) in wrong_answers().items():
-        nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
-        (subs / name).mkdir()
-        nbformat.write(_replace(nb, source), subs / name / f"{assignment}.ipynb")
-    results = grade([subs], lab, tmp_path_factory.mktemp("out"), limits=LIMITS, jobs=2)
-    for r in results:
-        print(f"{r['student']:<28} {r['score']:g}/{r['max_score']:g} {r['elapsed_s']:.1f} s")
-    return {r["student"]: r for r in results}
+def graded(tmp_path_factory):
+    """``of(assignment, lab)``: {wrong answer: result} for that assignment's wrong answers.
+
+    Graded on first use, one ``grade`` call per assignment, so that ``-k 09`` grades only
+    exercise 09's (on the lab with the Cassandra ring, which only its assignment needs).
+    """
+    done: dict[str, dict[str, dict]] = {}
+
+    def of(assignment: str, lab) -> dict[str, dict]:
+        if assignment not in done:
+            subs = tmp_path_factory.mktemp(f"wrong-{assignment}")
+            nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
+            for name, (a, _, _, source) in wrong_answers().items():
+                if a == assignment:
+                    (subs / name).mkdir()
+                    nbformat.write(_replace(nb, source), subs / name / f"{assignment}.ipynb")
+            results = grade([subs], lab, tmp_path_factory.mktemp("out"), limits=LIMITS, jobs=2)
+            for r in results:
+                print(f"{r['student']:<28} {r['score']:g}/{r['max_score']:g} {r['elapsed_s']:.1f} s")
+            done[assignment] = {r["student"]: r for r in results}
+        return done[assignment]
+    return of
 
 
 def test_every_assignment_has_wrong_answers():
@@ -71,10 +84,18 @@ def test_every_assignment_has_wrong_answers():
             assert (name, q) in covered, f"no wrong answer for {name} {q} in solutions/wrong/"
 
 
-@pytest.mark.parametrize("name", sorted(wrong_answers()))
-def test_a_wrong_answer_loses_points_on_its_question(graded, name):
+def _uses_cassandra(assignment: str) -> bool:
+    from labkit.grading.format import assignments
+    return "cassandra" in assignments(REPO / "solutions")[assignment].uses
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.cassandra) if _uses_cassandra(a) else name
+    for name, (a, _, _, _) in sorted(wrong_answers().items())])
+def test_a_wrong_answer_loses_points_on_its_question(graded, request, name):
     assignment, question, why, _ = wrong_answers()[name]
-    r = graded[name]
+    lab = request.getfixturevalue("ring_lab" if _uses_cassandra(assignment) else "lab")
+    r = graded(assignment, lab)[name]
     q = r["questions"][question]
     assert q["score"] < q["points"], f"{name} ({why}) got full marks on {question}: {q['tests']}"
     for other, o in r["questions"].items():
