@@ -72,8 +72,7 @@ class Namespace:
 def create(lab: Any, tag: str = "g", *, rabbitmq: bool = False) -> Namespace:
     """Create a role and a database it owns (replicated to the followers), and a vhost."""
     name = f"{tag}_{secrets.token_hex(5)}"
-    password = secrets.token_urlsafe(18)
-    # token_urlsafe never contains a quote, so the literal needs no escaping.
+    password = new_password()  # never contains a quote: the literal needs no escaping
     lab.leader.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
                        f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 40 PASSWORD '{password}'")
     lab.postgres.create_database(name, owner=name)
