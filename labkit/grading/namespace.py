@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 
+from labkit._proc import new_password
+
 
 @dataclass(frozen=True)
 class Namespace:
