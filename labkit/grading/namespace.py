@@ -24,6 +24,8 @@ from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 
+from labkit._proc import new_password
+
 # The permissions a submission's Cassandra role holds on its own keyspace (not AUTHORIZE).
 CASSANDRA_GRANTS = ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY")
 
@@ -115,8 +117,7 @@ def create(lab: Any, tag: str = "g", *, rabbitmq: bool = False,
     ``rabbitmq`` and ``cassandra`` ask for a vhost and a keyspace (``create_cassandra``).
     """
     name = f"{tag}_{secrets.token_hex(5)}"
-    password = secrets.token_urlsafe(18)
-    # token_urlsafe never contains a quote, so the literal needs no escaping.
+    password = new_password()  # never contains a quote: the literal needs no escaping
     lab.leader.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
                        f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 40 PASSWORD '{password}'")
     lab.postgres.create_database(name, owner=name)
@@ -165,14 +166,14 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
     if getattr(lab, "cassandra", None) is None:
         raise RuntimeError(CASSANDRA_FIX)
     cluster = lab.cassandra.region(lab.cassandra.regions[0])
-    password = secrets.token_urlsafe(18)
+    password = new_password()
     rf = min(3, len(cluster.nodes))
     session = lab.cassandra.connect()
     try:
         session.execute(f"CREATE KEYSPACE {name} WITH replication = "
                         f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': {rf}}}",
                         timeout=DDL_TIMEOUT_S)
-        # token_urlsafe never contains a quote; the password is bound all the same.
+        # new_password never contains a quote; the password is bound all the same.
         session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
                         "AND PASSWORD = %s", (password,))
         for permission in CASSANDRA_GRANTS:
