@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import sys
-from pathlib import Path
 from typing import Any
 
 from labkit._proc import PortAllocator
