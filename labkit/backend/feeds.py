@@ -61,14 +61,12 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from labkit.backend import ids
+from labkit.services.cassandra.driver import DDL_TIMEOUT_S, wait_for_schema
 
 BUCKET_DAYS = 7
 HORIZON_BUCKETS = 13
 DEFAULT_PAGE_SIZE = 20
 LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_ONE", "LOCAL_QUORUM")
-# A schema change waits for every node to agree; three JVMs on two loaded cores can take longer
-# than a request's usual 10 s.
-DDL_TIMEOUT_S = 60.0
 
 TABLES = {
     "feed_by_user": """
@@ -176,8 +174,7 @@ def install(session: Any, keyspace: str, *, dc: str = "us", rf: int = 3,
                         timeout=DDL_TIMEOUT_S)
     for ddl in TABLES.values():
         session.execute(ddl.format(ks=ks), timeout=DDL_TIMEOUT_S)
-    # The driver waits for schema agreement after each DDL; this makes sure of it.
-    session.cluster.control_connection.wait_for_schema_agreement()
+    wait_for_schema(session)  # the driver's own wait gives up after 10 s, silently
     return ks
 
 

@@ -162,7 +162,7 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
     The role logs in with a fresh password and holds ``CASSANDRA_GRANTS`` on that keyspace
     only. The lab's superuser (the grader's credentials) makes both.
     """
-    from labkit.backend.feeds import DDL_TIMEOUT_S
+    from labkit.services.cassandra import DDL_TIMEOUT_S, wait_for_schema
     if getattr(lab, "cassandra", None) is None:
         raise RuntimeError(CASSANDRA_FIX)
     cluster = lab.cassandra.region(lab.cassandra.regions[0])
@@ -178,6 +178,7 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
                         "AND PASSWORD = %s", (password,))
         for permission in CASSANDRA_GRANTS:
             session.execute(f"GRANT {permission} ON KEYSPACE {name} TO {name}")
+        wait_for_schema(session)
     finally:
         session.cluster.shutdown()
     return CassandraNamespace(name, password, tuple(tuple(p) for p in cluster.contact_points), rf)
@@ -185,7 +186,7 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
 
 def drop_cassandra(lab: Any, ns: CassandraNamespace) -> None:
     """Drop the keyspace and its role (idempotent)."""
-    from labkit.backend.feeds import DDL_TIMEOUT_S
+    from labkit.services.cassandra import DDL_TIMEOUT_S
     session = lab.cassandra.connect()
     try:
         session.execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}", timeout=DDL_TIMEOUT_S)

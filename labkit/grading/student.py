@@ -257,7 +257,7 @@ def _addresses(text: str) -> tuple[tuple[str, int], ...]:
 
 def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
     """Recreate keyspace ``exercise_<name>`` (RF 3) on the lab's ring; the lab's login to it."""
-    from labkit.backend.feeds import DDL_TIMEOUT_S
+    from labkit.services.cassandra import DDL_TIMEOUT_S, wait_for_schema
     cluster = lab.cassandra.region(lab.cassandra.regions[0])
     if len(cluster.nodes) < 3:
         raise RuntimeError(f"exercise {name} needs the 3-node ring, and this lab runs Cassandra "
@@ -270,6 +270,7 @@ def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
         session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
                         f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': 3}}",
                         timeout=DDL_TIMEOUT_S)
+        wait_for_schema(session)
     finally:
         session.cluster.shutdown()
     creds = lab.cassandra.credentials

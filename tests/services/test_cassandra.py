@@ -35,8 +35,10 @@ from labkit.services.cassandra import (
     CassandraCredentials,
     CassandraError,
     CassandraNode,
+    DDL_TIMEOUT_S,
     driver_cluster,
     resolve_jars,
+    wait_for_schema,
 )
 
 CACHE_DIR = LabConfig.load().cache_dir  # where `labkit up --cassandra` resolves the jars too
@@ -129,7 +131,7 @@ def _make_keyspace(ring: CassandraCluster, name: str):
         f"CREATE TABLE {name}.feed (user_id int PRIMARY KEY, v text) "
         "WITH speculative_retry = 'NONE' AND read_repair = 'NONE'"
     )
-    session.cluster.control_connection.wait_for_schema_agreement()
+    wait_for_schema(session)
 
     def write(user_id: int, v: str, cl) -> None:
         session.execute(
@@ -285,6 +287,33 @@ class TestRing:
             b.resume()
             _restart(c, peers=2)
 
+    def test_schema_agreement_waits_for_a_frozen_node_and_fails_with_the_fix(
+            self, ring: CassandraCluster) -> None:
+        a, b, c = ring.nodes
+        session = ring.connect(only=a)
+        try:
+            session.execute("CREATE KEYSPACE IF NOT EXISTS agree WITH replication = "
+                            "{'class': 'NetworkTopologyStrategy', 'us': 3}", timeout=DDL_TIMEOUT_S)
+            wait_for_schema(session)
+            c.pause()
+            try:
+                # A schema change node C cannot apply while frozen: A's view of C's version
+                # stays behind, so agreement is not reached, and the wait says so.
+                session.execute("CREATE TABLE agree.t (k int PRIMARY KEY)", timeout=DDL_TIMEOUT_S)
+                with pytest.raises(lk.ServiceError, match="schema agreement.*not ready after"):
+                    wait_for_schema(session, timeout_s=3)
+            finally:
+                c.resume()
+            wait_for_schema(session)  # C catches up once it runs again
+            c_alone = ring.connect(only=c)
+            try:
+                assert c_alone.execute("SELECT k FROM agree.t").all() == []
+            finally:
+                c_alone.cluster.shutdown()
+        finally:
+            session.execute("DROP KEYSPACE IF EXISTS agree", timeout=DDL_TIMEOUT_S)
+            session.cluster.shutdown()
+
     def test_jmx_needs_the_lab_login(self, ring: CassandraCluster) -> None:
         a = ring.nodes[0]
         refused = subprocess.run(a.nodetool_command("status", login=False), capture_output=True,
@@ -375,11 +404,11 @@ class TestRegions:
 
 def _one_row_keyspace(session, keyspace: str, replication: dict, value: str) -> None:
     # Schema changes wait for agreement across the ring: with five JVMs on two loaded cores
-    # that took longer than the driver's 10 s once (as feeds.DDL_TIMEOUT_S says).
-    from labkit.backend.feeds import DDL_TIMEOUT_S
+    # that took longer than the driver's 10 s once (services.cassandra.DDL_TIMEOUT_S).
     session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {replication!r}",
                     timeout=DDL_TIMEOUT_S)
     session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)", timeout=DDL_TIMEOUT_S)
+    wait_for_schema(session)
     session.execute(f"INSERT INTO {keyspace}.t (k, v) VALUES (1, %s)", (value,))
 
 

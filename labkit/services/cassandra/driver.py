@@ -6,9 +6,14 @@ from typing import Any, Sequence
 
 from labkit.services.cassandra.credentials import CassandraCredentials
 
-__all__ = ["READY_QUERY", "driver_cluster", "refused"]
+__all__ = ["DDL_TIMEOUT_S", "READY_QUERY", "driver_cluster", "refused", "wait_for_schema"]
 
 READY_QUERY = "SELECT release_version FROM system.local"
+
+# Schema changes wait for agreement across the ring: with three JVMs on two loaded cores that
+# took longer than the driver's 10 s request timeout (a CREATE TABLE failed with
+# 'Connection defunct by heartbeat' at load 18): slow there, not broken.
+DDL_TIMEOUT_S = 60.0
 
 def _connection_class():
     """The driver reactor to use: libev if built, else asyncio (asyncore is gone in Python 3.12)."""
@@ -73,3 +78,23 @@ def refused(error: Exception) -> bool:
                    for e in error.errors.values())
     return isinstance(error, AuthenticationFailed) and "incorrect" in str(error)
 
+
+def wait_for_schema(session: Any, *, timeout_s: float = DDL_TIMEOUT_S) -> float:
+    """Return once every node of the session's cluster reports one schema version; the seconds waited.
+
+    The driver's own wait after a DDL statement gives up silently after 10 s (and skips nodes
+    it holds down); a statement prepared on a node that has not yet applied the change then
+    fails with "table ... does not exist". This asks the coordinator for its own version and
+    every peer's, until they are one, and raises a ServiceError naming the fix after
+    ``timeout_s``.
+    """
+    from labkit._proc import wait_ready
+
+    def agreed() -> bool:
+        local = session.execute("SELECT schema_version FROM system.local").one()
+        peers = session.execute("SELECT schema_version FROM system.peers").all()
+        return len({local.schema_version, *(p.schema_version for p in peers)}) == 1
+
+    return wait_ready("Cassandra schema agreement (every node on one schema version; "
+                      "`nodetool describecluster` shows which node lags)", agreed,
+                      timeout_s=timeout_s)
