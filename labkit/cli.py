@@ -199,6 +199,8 @@ EXPERIMENTS = {
              "DB queries per hot-key expiry, with and without leases"),
     "canary": ("labkit.experiments.canary",
                "canary releases judged against a baseline: rollbacks and detection time per judge"),
+    "akkio": ("labkit.experiments.akkio",
+              "static placement vs Akkio migration vs full replication over two regions"),
 }
 
 

@@ -47,43 +47,49 @@ class Placement:
                                                                         policy, stores)
         self.stats = {"lookups": 0, "hits": 0, "misses": 0, "migrations": 0, "refused_moves": 0}
         self.moves: list[dict[str, Any]] = []
-        self._lock = threading.Lock()  # psycopg connection and memcached client: one at a time
+        # The psycopg connection serializes its own use, the cache client is pooled: the lock
+        # guards only the counters and the set of users being moved.
+        self._lock = threading.Lock()
         self._moving: set[int] = set()
         self._todo: queue.Queue = queue.Queue()
         threading.Thread(target=self._mover, daemon=True).start()
 
     def where(self, user_id: int, region: str | None, refresh: bool = False) -> dict[str, Any]:
+        """The user's location (cache, else database); ``region`` asking is counted."""
+        loc = None if refresh else self.cache.get(user_id)
+        hit = loc is not None
+        if refresh:
+            self.cache.invalidate(user_id)
+        if loc is None:
+            loc = self.db.get(user_id)
+            if loc is None:
+                raise KeyError(f"user {user_id} has no location; sign them up first")
+            self.cache.put(loc)
         with self._lock:
             self.stats["lookups"] += 1
-            loc = None if refresh else self.cache.get(user_id)
-            hit = loc is not None
-            if refresh:
-                self.cache.invalidate(user_id)
-            if loc is None:
-                loc = self.db.get(user_id)
-                if loc is None:
-                    raise KeyError(f"user {user_id} has no location; sign them up first")
-                self.cache.put(loc)
             self.stats["hits" if hit else "misses"] += 1
         if region is not None and self.policy is not None:
-            counts = self.counters.record(user_id, region)
-            self._consider(loc, counts)
+            self._consider(loc, self.counters.record(user_id, region))
         return {**asdict(loc), "cache": "hit" if hit else "miss"}
 
     def _consider(self, loc: Location, counts: dict[str, int]) -> None:
         if loc.moving or loc.user_id in self._moving:
             return
+        # The database is asked how long the user stayed only when the counts call for a move.
+        if self.policy.decide(counts, loc.region, float("inf")) is None:
+            return
+        target = self.policy.decide(counts, loc.region, self.db.stayed_s(loc.user_id))
         with self._lock:
-            stayed_s = self.db.stayed_s(loc.user_id)
-        target = self.policy.decide(counts, loc.region, stayed_s)
-        if target is not None:
+            if target is None or loc.user_id in self._moving:
+                return
             self._moving.add(loc.user_id)
-            self._todo.put((loc.user_id, target, None))
+        self._todo.put((loc.user_id, target, None))
 
     def migrate(self, user_id: int, target: str) -> dict[str, Any]:
         """Move the user now (waits for the move, made on the mover thread)."""
         done: queue.Queue = queue.Queue()
-        self._moving.add(user_id)
+        with self._lock:
+            self._moving.add(user_id)
         self._todo.put((user_id, target, done))
         result = done.get()
         if isinstance(result, Exception):
@@ -102,30 +108,28 @@ class Placement:
                 with self._lock:
                     self.stats["refused_moves"] += 1
             finally:
-                self._moving.discard(user_id)
+                with self._lock:
+                    self._moving.discard(user_id)
             if done is not None:
                 done.put(result)
 
     def _move(self, user_id: int, target: str, migrate: Any) -> dict[str, Any]:
-        with self._lock:
-            loc = self.db.get(user_id)
-            if loc.region == target:
-                return {"moved": False, "why": f"already in {target}"}
-            if not self.db.begin_move(loc):
-                raise RuntimeError(f"user {user_id} is already moving")
-            self.cache.invalidate(user_id)
+        loc = self.db.get(user_id)
+        if loc.region == target:
+            return {"moved": False, "why": f"already in {target}"}
+        if not self.db.begin_move(loc):
+            raise RuntimeError(f"user {user_id} is already moving")
+        self.cache.invalidate(user_id)
 
         def switch() -> None:
-            with self._lock:
-                self.db.finish_move(loc, target)
-                self.cache.invalidate(user_id)
+            self.db.finish_move(loc, target)
+            self.cache.invalidate(user_id)
 
         try:
             steps = migrate(user_id, loc.version, self.stores[loc.region], self.stores[target],
                             switch)
         except BaseException:
-            with self._lock:
-                self.db.abort_move(loc)
+            self.db.abort_move(loc)
             raise
         self.counters.forget(user_id)
         record = {"user_id": user_id, "from": loc.region, "to": target, "at": time.time(),
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         stores[region].create()
     policy = MigrationPolicy(**cfg["policy"]) if cfg.get("policy") else None
     placement = Placement(LocationDB(cfg["dsn"]),
-                          LocationCache(connect_cache([tuple(cfg["memcached"])])),
+                          LocationCache(connect_cache([tuple(cfg["memcached"])], pooled=True)),
                           AccessCounters(cfg.get("window_s", 10.0)), policy, stores)
     server = ThreadingHTTPServer((cfg["host"], cfg["port"]), _handler(placement))
     server.daemon_threads = True

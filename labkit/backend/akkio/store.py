@@ -128,6 +128,13 @@ class RegionStore:
         for f in futures:
             f.result()
 
+    def preload(self, user_id: int, media_ids: list[int]) -> None:
+        """Give an already signed-up user ``media_ids`` as history (plain writes, set-up only)."""
+        futures = [self.session.execute_async(self._copy, (user_id, uuid.uuid1(), m))
+                   for m in media_ids]
+        for f in futures:
+            f.result()
+
     def activate(self, user_id: int, version: int) -> None:
         if not self.session.execute(self._set_state, ("active", user_id, version, "copying")
                                     ).one()[0]:
