@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,3 +353,26 @@ def install_hint(what: str) -> str:
     deb, brew = package_for(what)
     return (f"install it with `sudo apt-get install -y {deb}` (Debian/Ubuntu) or "
             f"`brew install {brew}` (macOS), or run `labkit doctor`")
+
+
+class BackgroundLoop:
+    """A context manager that runs ``self._loop()`` in a daemon thread until it exits.
+
+    ``_loop`` watches ``self._stop`` (a ``threading.Event``) and returns once it is set; the
+    exit sets it and joins the thread. Samplers and fault injectors (nemeses) are built on it.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

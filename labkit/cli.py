@@ -8,6 +8,7 @@
     labkit down [--purge]
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
+    labkit experiment consistency --phases baseline,slow,outage --out results.json
     labkit exercises build [--check]
     labkit grade PATH... [--out DIR]
 """
@@ -197,6 +198,8 @@ def _print_speedups() -> None:
 EXPERIMENTS = {
     "herd": ("labkit.experiments.herd",
              "DB queries per hot-key expiry, with and without leases"),
+    "consistency": ("labkit.experiments.consistency",
+                    "Cassandra t-visibility per (W, R), slow and stopped replicas, convergence"),
     "canary": ("labkit.experiments.canary",
                "canary releases judged against a baseline: rollbacks and detection time per judge"),
     "akkio": ("labkit.experiments.akkio",

@@ -47,3 +47,17 @@ def pg_db(lab):
     name = lab.postgres.create_database(f"t_{uuid.uuid4().hex[:10]}")
     yield name
     lab.postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def ring_lab(lab) -> lk.Lab:
+    """The session's lab with a 3-node Cassandra ring added (`lk.up(cassandra="ring")`).
+
+    Started once per session, on first use; notebook 09 and exercise 09 reattach to it. Tests
+    that pause or stop a node put it back before they return.
+    """
+    ring = lk.up(followers=1, services=("postgres", "memcached", "rabbitmq"), cassandra="ring")
+    if len(ring.cassandra.nodes) != 3:
+        pytest.fail(f"the session lab runs Cassandra {ring.cassandra.topology!r}, not the ring "
+                    "these tests need")
+    return ring

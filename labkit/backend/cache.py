@@ -40,11 +40,12 @@ from labkit.services.memcached import read_until
 # ---------------------------------------------------------------------------- key scheme
 # A key is "<prefix>:<kind>:<id>". The prefix namespaces a lab, a test or a notebook, and is
 # where a deploy would put a schema version; ids are the 64-bit ids of the data model.
-KINDS = ("likes", "profile", "media")
+KINDS = ("likes", "profile", "media", "feed")
 
 # How long each kind may live in the cache when nothing invalidates it. Like counts change
-# often and a stale count is cheap to notice; profiles and media change rarely.
-TTL_S = {"likes": 60, "profile": 300, "media": 3600}
+# often and a stale count is cheap to notice; profiles and media change rarely. A feed page
+# (notebook 09) is deleted when its feed is written, but not when a followed celebrity posts.
+TTL_S = {"likes": 60, "profile": 300, "media": 3600, "feed": 60}
 
 
 def cache_key(prefix: str, kind: str, ident: int) -> str:

@@ -271,3 +271,24 @@ def add_readers(conn: psycopg.Connection, graph: Graph, n: int = 20, follows: in
         _copy_sharded(conn, "follows", ("follower_id", "followee_id"),
                       ((r.user_id, f) for r in readers for f in rng.sample(pool, follows)))
     return readers
+
+
+def add_followers(conn: psycopg.Connection, user_id: int, n: int, *, first: int = 0) -> list[int]:
+    """Give ``user_id`` ``n`` more followers (accounts ``first`` .. ``first + n - 1``); their IDs.
+
+    Followers are accounts without user rows (like ``add_likes``' fans): tiny timestamps keep
+    their IDs far below any real account's, spread over the installed shards, where their
+    follows rows go (COPY, one transaction). The same ``first``/``n`` gives the same IDs, so
+    several accounts can share followers; a pair that exists already is an error.
+
+    Introduced in notebooks/09_cassandra_feeds.ipynb.
+    """
+    installed = schema.shards(conn)
+    followers = []
+    for k in range(first, first + n):
+        shard, j = installed[k % len(installed)], k // len(installed)
+        followers.append(ids.make_id(1 + (j >> ids.SEQ_BITS), shard, j & (ids.SEQ_PER_MS - 1)))
+    with conn.transaction():
+        _copy_sharded(conn, "follows", ("follower_id", "followee_id"),
+                      ((f, user_id) for f in followers))
+    return followers

@@ -19,6 +19,8 @@ Introduced in notebooks/01_data_model.ipynb.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 from psycopg import sql
 
@@ -101,3 +103,37 @@ def liked(conn: psycopg.Connection, user_id: int, media_id: int) -> bool:
     """Whether ``user_id`` likes ``media_id`` now."""
     q = sql.SQL("SELECT 1 FROM {s}.user_likes_media WHERE media_id = %s AND user_id = %s")
     return conn.execute(q.format(s=schema_of(media_id)), (media_id, user_id)).fetchone() is not None
+
+
+def liked_at(conn: psycopg.Connection, user_id: int, media_id: int) -> datetime | None:
+    """When ``user_id`` liked ``media_id`` (a ``datetime``), or None when there is no such like.
+
+    The like's own time: a task that runs twice for one like (a redelivery) reads the same
+    value, so what it derives from it (notebook 09's activity row) is the same row.
+    """
+    q = sql.SQL("SELECT created_at FROM {s}.user_likes_media WHERE media_id = %s AND user_id = %s")
+    try:
+        row = conn.execute(q.format(s=schema_of(media_id)), (media_id, user_id)).fetchone()
+    except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
+        return None
+    return row[0] if row else None
+
+
+def counts(conn: psycopg.Connection, media_ids: list[int]) -> dict[int, int]:
+    """Like counts of many posts: one query per shard they live in (counter rows).
+
+    Introduced in notebooks/09_cassandra_feeds.ipynb (a Cassandra feed's posts, ranked).
+    """
+    from labkit.backend import ids
+    by_shard: dict[int, list[int]] = {}
+    for media_id in media_ids:
+        by_shard.setdefault(ids.shard_of(media_id), []).append(media_id)
+    out: dict[int, int] = {}
+    for shard, wanted in by_shard.items():
+        q = sql.SQL("SELECT media_id, count FROM {}.media_likes WHERE media_id = ANY(%s)")
+        try:
+            out.update(conn.execute(q.format(schema_of(wanted[0])), (wanted,)).fetchall())
+        except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
+            if not conn.autocommit:  # the transaction is aborted: the caller must know
+                raise
+    return out

@@ -244,6 +244,57 @@ def follow(conn: psycopg.Connection, follower_id: int, followee_id: int) -> None
                  (follower_id, followee_id))
 
 
+def followees(conn: psycopg.Connection, user_id: int) -> list[int]:
+    """Whom ``user_id`` follows: one indexed read in the follower's own shard."""
+    q = sql.SQL("SELECT followee_id FROM {}.follows WHERE follower_id = %s").format(
+        schema_of(user_id))
+    try:
+        return [r[0] for r in conn.execute(q, (user_id,))]
+    except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
+        return []  # a shard this database does not have: no follows either
+
+
+def followers(conn: psycopg.Connection, user_id: int) -> list[int]:
+    """Who follows ``user_id``: follows live in the *follower's* shard, so every shard is read
+    (index ``follows_by_followee``). What a fan-out on write walks through.
+
+    Introduced in notebooks/09_cassandra_feeds.ipynb.
+    """
+    out: list[int] = []
+    for shard in shards(conn):
+        q = sql.SQL("SELECT follower_id FROM {}.follows WHERE followee_id = %s").format(
+            sql.Identifier(shard_schema(shard)))
+        out += [r[0] for r in conn.execute(q, (user_id,))]
+    return out
+
+
+def popular(conn: psycopg.Connection, min_followers: int) -> dict[int, int]:
+    """Accounts with more than ``min_followers`` followers: {user_id: followers}.
+
+    Follows of one account are spread over every shard, so the counts are summed across
+    shards; an account above the bar has more than ``min_followers / shards`` of them in at
+    least one shard, which filters each shard's aggregate first.
+
+    Introduced in notebooks/09_cassandra_feeds.ipynb.
+    """
+    installed = shards(conn)
+    floor = min_followers // len(installed)
+    candidates: set[int] = set()
+    for shard in installed:
+        q = sql.SQL("SELECT followee_id FROM {}.follows GROUP BY followee_id "
+                    "HAVING count(*) > %s").format(sql.Identifier(shard_schema(shard)))
+        candidates.update(r[0] for r in conn.execute(q, (floor,)))
+    if not candidates:
+        return {}
+    totals = dict.fromkeys(candidates, 0)
+    for shard in installed:
+        q = sql.SQL("SELECT followee_id, count(*) FROM {}.follows WHERE followee_id = ANY(%s) "
+                    "GROUP BY followee_id").format(sql.Identifier(shard_schema(shard)))
+        for user_id, n in conn.execute(q, (list(candidates),)):
+            totals[user_id] += n
+    return {u: n for u, n in totals.items() if n > min_followers}
+
+
 def comment(conn: psycopg.Connection, user_id: int, media_id: int, text: str) -> int:
     """Add a comment to a media item; return the comment's ID (made in the media's shard)."""
     q = sql.SQL("INSERT INTO {}.comments (media_id, user_id, text) VALUES (%s, %s, %s) "

@@ -27,6 +27,16 @@ What is guaranteed is **at-least-once delivery with an idempotent effect**, not 
   message that is not a task at all (or not even JSON) is recorded too and rejected into the
   dead-letter queue ``<queue>.dead``.
 
+**Feeds** (notebook 09): with ``feeds=FeedConfig(...).to_dict()`` the app also has the fan-out
+tasks, and ``notify_like`` first writes the owner's activity row in Cassandra, keyed by the like
+(its liker, post and time from ``user_likes_media``), so a redelivered task rewrites the same
+row. ``fan_out_post`` lists the author's followers in PostgreSQL and queues one
+``fan_out_batch`` per ``batch_size`` of them, or nothing for an author with more than
+``threshold`` followers (merged at read time). ``fan_out_batch`` writes the post into each
+follower's ``feed_by_user`` and then deletes their cached first pages. Both are idempotent
+(the rows carry their whole key); ``fanouts`` records each plan and ``fanout_batches`` each
+batch execution (a redelivered batch shows up twice there, never twice in a feed).
+
 >>> app = make_app(lab.broker_url, lab.leader.dsn("app"), queue="notify")        # doctest: +SKIP
 >>> with lab.leader.connect("app") as conn:                                      # doctest: +SKIP
 ...     install(conn)
@@ -101,6 +111,23 @@ CREATE TABLE IF NOT EXISTS pushes (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_delivered_once ON pushes (idempotency_key)
     WHERE delivered;
+-- Feed fan-out (notebook 09): one plan per post, one row per batch execution.
+CREATE TABLE IF NOT EXISTS fanouts (
+    media_id   bigint PRIMARY KEY,
+    author_id  bigint NOT NULL,
+    followers  int NOT NULL,
+    batches    int NOT NULL,
+    mode       text NOT NULL,       -- write (fanned out) | read (merged at read time)
+    planned_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS fanout_batches (
+    id       bigserial PRIMARY KEY,
+    media_id bigint NOT NULL,
+    batch    int NOT NULL,
+    rows     int NOT NULL,
+    task_id  text,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 """
 
 
@@ -167,11 +194,15 @@ def push(conn: psycopg.Connection, owner_id: int, liker_id: int, media_id: int, 
 
 def validate(liker_id: Any, media_id: Any, owner_id: Any) -> tuple[int, int, int]:
     """The three ids as ints, or MalformedPayload naming what is wrong."""
-    ids = {"liker_id": liker_id, "media_id": media_id, "owner_id": owner_id}
-    bad = [k for k, v in ids.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0]
+    return positive_ids(liker_id=liker_id, media_id=media_id, owner_id=owner_id)
+
+
+def positive_ids(**named: Any) -> tuple[int, ...]:
+    """The named values, if each is a positive int; else MalformedPayload naming the bad ones."""
+    bad = [k for k, v in named.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0]
     if bad:
-        raise MalformedPayload(f"not positive integers: {', '.join(bad)} (payload {ids!r})")
-    return liker_id, media_id, owner_id
+        raise MalformedPayload(f"not positive integers: {', '.join(bad)} (payload {named!r})")
+    return tuple(named.values())
 
 
 def send_notification(conn: psycopg.Connection, liker_id: int, media_id: int, owner_id: int, *,
@@ -240,6 +271,35 @@ class _DbTask(Task):
              repr({"args": args, "kwargs": kwargs})[:2000], retries + 1))
 
 
+class _FeedTask(_DbTask):
+    """A ``_DbTask`` that can reach the feeds: one Cassandra session and page cache per worker
+    process, opened on first use and shared by the app's tasks."""
+
+    def _feed_clients(self) -> tuple[Any, Any]:
+        app = self.app
+        if getattr(app, "_labkit_feed_clients", None) is None:
+            from labkit.backend.feeds import FeedConfig
+            config = FeedConfig.from_dict(app.conf.labkit_feeds)
+            app._labkit_feed_clients = (config.feeds(config.connect()), config.cache())
+        return app._labkit_feed_clients
+
+    @property
+    def feeds(self) -> Any:
+        return self._feed_clients()[0]
+
+    @property
+    def feed_cache(self) -> Any:
+        return self._feed_clients()[1]
+
+
+def _transient_feed_errors() -> tuple[type[BaseException], ...]:
+    """What a feed task retries: the database or Cassandra unreachable or too slow for now."""
+    from cassandra import OperationTimedOut, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    return (psycopg.OperationalError, Unavailable, WriteTimeout, OperationTimedOut,
+            NoHostAvailable)
+
+
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, but a message that is not a task is recorded and dead-lettered.
 
@@ -283,12 +343,13 @@ class DeadLetteringConsumer(Consumer):
 
 def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_retries: int = 5,
              backoff_s: float = 0.5, send_ms: float = 0.0, prefetch: int = 4,
-             idempotent_push: bool = True) -> Celery:
+             idempotent_push: bool = True, feeds: dict[str, Any] | None = None) -> Celery:
     """A Celery app on ``broker_url`` whose ``notify_like`` pushes and records via ``dsn``.
 
     Each test or notebook passes its own ``queue`` so that no two see each other's messages.
     ``send_ms`` simulates the push service's latency; ``idempotent_push=False`` pushes without
-    an idempotency key (a redelivered task then notifies twice).
+    an idempotency key (a redelivered task then notifies twice). ``feeds`` (a
+    ``FeedConfig.to_dict()``) adds the fan-out tasks and the activity row of each like.
 
     >>> app = make_app(lab.broker_url, lab.leader.dsn("app"), queue="notify-test")  # doctest: +SKIP
     >>> app.tasks["notify_like"].delay(liker_id=1, media_id=2, owner_id=3)         # doctest: +SKIP
@@ -297,7 +358,7 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
     dead = f"{queue}.dead"
     app.conf.update(
         labkit_dsn=dsn, labkit_queue=queue, labkit_send_ms=send_ms, labkit_backoff_s=backoff_s,
-        labkit_idempotent_push=idempotent_push,
+        labkit_idempotent_push=idempotent_push, labkit_feeds=feeds,
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
         task_acks_late=True, task_reject_on_worker_lost=True,
@@ -318,7 +379,7 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
     )
 
     # shared=False: Celery would otherwise register this app's task in every app made later.
-    @app.task(name="notify_like", bind=True, base=_DbTask, max_retries=max_retries,
+    @app.task(name="notify_like", bind=True, base=_FeedTask, max_retries=max_retries,
               acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
     def notify_like(self, liker_id=None, media_id=None, owner_id=None, **unexpected):
         """Notify ``owner_id`` that ``liker_id`` liked ``media_id`` (pushed at least once)."""
@@ -327,20 +388,97 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
         liker_id, media_id, owner_id = validate(liker_id, media_id, owner_id)
         key = dedup_key(liker_id, media_id)
         try:
+            if self.app.conf.labkit_feeds:
+                record_like_activity(self.conn, self.feeds, liker_id, media_id, owner_id)
             send_notification(self.conn, liker_id, media_id, owner_id, task_id=self.request.id,
                               attempt=self.request.retries + 1,
                               send_ms=self.app.conf.labkit_send_ms,
                               idempotent=self.app.conf.labkit_idempotent_push,
                               after_push=lambda: _crash_if_injected(self.conn, key))
-        except (NotifierError, psycopg.OperationalError) as exc:
+        except (NotifierError, *_transient_feed_errors()) as exc:
             # A lost database connection is as transient as a push-service error; the next
             # attempt reconnects (the ``conn`` property replaces a broken connection).
-            if self.request.retries >= self.max_retries:
-                raise  # gives up: on_failure records it
-            backoff_s = self.app.conf.labkit_backoff_s
-            raise self.retry(exc=exc, countdown=backoff_s * 2 ** self.request.retries)
+            _retry(self, exc)
 
+    if feeds is not None:
+        _add_feed_tasks(app, max_retries)
     return app
+
+
+def _retry(task: Task, exc: BaseException) -> None:
+    """Retry ``task`` after ``backoff_s * 2**retries``; re-raise once the retries are spent."""
+    if task.request.retries >= task.max_retries:
+        raise exc  # gives up: on_failure records it
+    backoff_s = task.app.conf.labkit_backoff_s
+    raise task.retry(exc=exc, countdown=backoff_s * 2 ** task.request.retries)
+
+
+def record_like_activity(conn: psycopg.Connection, feeds: Any, liker_id: int, media_id: int,
+                         owner_id: int) -> bool:
+    """Write the owner's activity row for this like; False when the like is gone (unliked).
+
+    The row's key is the like's (liker, post, time of the like read from PostgreSQL), not a
+    fresh timeuuid: a redelivered task writes the very same row again.
+    """
+    from labkit.backend import likes
+    liked_at = likes.liked_at(conn, liker_id, media_id)
+    if liked_at is None:
+        return False
+    feeds.record_like(owner_id, liker_id, media_id, liked_at)
+    return True
+
+
+def _add_feed_tasks(app: Celery, max_retries: int) -> None:
+    """Register ``fan_out_post`` and ``fan_out_batch`` on ``app`` (its ``labkit_feeds`` config)."""
+    settings = app.conf.labkit_feeds
+
+    @app.task(name="fan_out_post", bind=True, base=_FeedTask, max_retries=max_retries,
+              acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
+    def fan_out_post(self, media_id=None, author_id=None):
+        """Plan the fan-out of a new post: one ``fan_out_batch`` per batch of followers."""
+        from labkit.backend import schema
+        media_id, author_id = positive_ids(media_id=media_id, author_id=author_id)
+        try:
+            followers = schema.followers(self.conn, author_id)
+            size = settings["batch_size"]
+            mode = "read" if len(followers) > settings["threshold"] else "write"
+            batches = [followers[i:i + size] for i in range(0, len(followers), size)]
+            if mode == "write":
+                # Queued before the plan is recorded: a crash in between queues them again
+                # (the batches are idempotent), never loses them.
+                batch_task = self.app.tasks["fan_out_batch"]
+                with self.app.producer_or_acquire() as producer:
+                    for i, batch in enumerate(batches):
+                        batch_task.apply_async(kwargs=dict(media_id=media_id, author_id=author_id,
+                                                           follower_ids=batch, batch=i),
+                                               producer=producer)
+            self.conn.execute(
+                "INSERT INTO fanouts (media_id, author_id, followers, batches, mode) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (media_id) DO NOTHING",
+                (media_id, author_id, len(followers), len(batches) if mode == "write" else 0,
+                 mode))
+        except _transient_feed_errors() as exc:
+            _retry(self, exc)
+
+    @app.task(name="fan_out_batch", bind=True, base=_FeedTask, max_retries=max_retries,
+              acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
+    def fan_out_batch(self, media_id=None, author_id=None, follower_ids=None, batch=0):
+        """Write the post into these followers' feeds, then delete their cached pages."""
+        media_id, author_id = positive_ids(media_id=media_id, author_id=author_id)
+        if not isinstance(follower_ids, list) or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in follower_ids):
+            raise MalformedPayload(f"follower_ids must be a list of positive integers, not "
+                                   f"{str(follower_ids)[:80]}")
+        try:
+            rows = self.feeds.deliver(media_id, author_id, follower_ids)
+            # After the write, never before: a refill between a delete and the write would
+            # cache the old page again (labkit.backend.feeds, FeedCache).
+            if self.feed_cache is not None:
+                self.feed_cache.invalidate(follower_ids)
+            self.conn.execute("INSERT INTO fanout_batches (media_id, batch, rows, task_id) "
+                              "VALUES (%s, %s, %s, %s)", (media_id, batch, rows, self.request.id))
+        except _transient_feed_errors() as exc:
+            _retry(self, exc)
 
 
 def declare_queues(app: Celery) -> None:
@@ -369,6 +507,28 @@ def enqueue_likes(app: Celery, liker_ids: Any, media_id: int, owner_id: int) -> 
                                                 owner_id=owner_id), producer=producer)
             n += 1
     return n
+
+
+def fanout_progress(conn: psycopg.Connection, media_id: int) -> tuple[int, int | None]:
+    """(batches done, batches planned) of a post's fan-out; planned is None before the plan."""
+    plan = conn.execute("SELECT batches FROM fanouts WHERE media_id = %s", (media_id,)).fetchone()
+    (done,), = conn.execute("SELECT count(DISTINCT batch) FROM fanout_batches WHERE media_id = %s",
+                            (media_id,)).fetchall()
+    return done, plan[0] if plan else None
+
+
+def wait_for_fanout(conn: psycopg.Connection, media_id: int, timeout_s: float = 60.0,
+                    poll_s: float = 0.02) -> float:
+    """Wait until every batch of ``media_id``'s fan-out ran once; return the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        done, planned = fanout_progress(conn, media_id)
+        if planned is not None and done >= planned:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"fan-out of {media_id}: {done} of {planned} batches after "
+                               f"{timeout_s} s; are the workers running? (worker-*.log)")
+        time.sleep(poll_s)
 
 
 def wait_for_notifications(conn: psycopg.Connection, count: int, timeout_s: float = 60.0) -> int:

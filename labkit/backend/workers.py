@@ -23,18 +23,20 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from labkit._proc import spawn
+from labkit._proc import BackgroundLoop, spawn
 from labkit.backend.tasks import declare_queues, make_app, queue_depth
 from labkit.services.base import HelperService
 
 
 class CeleryWorkers(HelperService):
     """``workers`` Celery worker processes consuming ``queue``; ready when each answers a ping.
+
+    ``feeds`` (a ``FeedConfig.to_dict()``, notebook 09) gives them the fan-out tasks and
+    Cassandra activity rows; it travels in the same 0600 settings file as the broker password.
 
     >>> w = CeleryWorkers(Path("/tmp/lab/celery"), broker_url=url, dsn=dsn)  # doctest: +SKIP
     >>> w.start().queue_depth()                                             # doctest: +SKIP
@@ -46,14 +48,14 @@ class CeleryWorkers(HelperService):
     def __init__(self, workdir: Path, *, broker_url: str, dsn: str, queue: str = "notifications",
                  workers: int = 1, max_retries: int = 5, backoff_s: float = 0.5,
                  send_ms: float = 0.0, prefetch: int = 4, idempotent_push: bool = True,
-                 python: str = sys.executable,
+                 feeds: dict[str, Any] | None = None, python: str = sys.executable,
                  host: str = "127.0.0.1", timeout_s: float = 60.0) -> None:
         super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
         if workers < 1:
             raise ValueError(f"workers={workers}: start at least one worker")
         self.settings = dict(broker_url=broker_url, dsn=dsn, queue=queue,
                              max_retries=max_retries, backoff_s=backoff_s, send_ms=send_ms,
-                             prefetch=prefetch, idempotent_push=idempotent_push)
+                             prefetch=prefetch, idempotent_push=idempotent_push, feeds=feeds)
         self.queue, self.workers, self.python = queue, workers, python
         self.app = make_app(**self.settings)
 
@@ -130,7 +132,7 @@ class CeleryWorkers(HelperService):
         return {"queue": self.queue, "workers": self.workers}
 
 
-class DepthSampler:
+class DepthSampler(BackgroundLoop):
     """Samples a queue's depth every ``interval_s`` in a background thread (a context manager).
 
     >>> with DepthSampler(workers.app, interval_s=0.1) as depth:   # doctest: +SKIP
@@ -140,9 +142,9 @@ class DepthSampler:
     """
 
     def __init__(self, app: Any, queue: str | None = None, interval_s: float = 0.1) -> None:
+        super().__init__()
         self.app, self.queue, self.interval_s = app, queue or app.conf.labkit_queue, interval_s
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
 
     def _loop(self) -> None:
         t0 = time.monotonic()
@@ -161,15 +163,6 @@ class DepthSampler:
                 return self.samples[-1][0]
             time.sleep(self.interval_s)
         raise TimeoutError(f"queue {self.queue} not empty after {timeout_s} s")
-
-    def __enter__(self) -> "DepthSampler":
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main(argv: list[str] | None = None) -> None:

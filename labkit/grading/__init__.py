@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.grading.student import Workspace, check, tests, workspace
+from labkit.grading.student import (CassandraWorkspace, Workspace, cassandra_workspace, check,
+                                    tests, workspace)
 
-__all__ = ["FormatError", "Workspace", "build_exercises", "check", "grade", "parse", "tests",
-           "workspace"]
+__all__ = ["CassandraWorkspace", "FormatError", "Workspace", "build_exercises",
+           "cassandra_workspace", "check", "grade", "parse", "tests", "workspace"]
 
 
 def __getattr__(name: str) -> Any:

@@ -82,7 +82,7 @@ class _Kernel:
     """One confined kernel for one submission; ``run`` executes a cell with a time limit."""
 
     def __init__(self, ns: namespace.Namespace, scratch: Path, hide: list[Path],
-                 limits: Limits) -> None:
+                 limits: Limits, extra_env: dict[str, str] | None = None) -> None:
         from jupyter_client import KernelManager
         from jupyter_client.kernelspec import KernelSpecManager
         self.limits = limits
@@ -119,7 +119,7 @@ class _Kernel:
                "IPYTHONDIR": str(scratch / ".ipython"), "JUPYTER_RUNTIME_DIR": str(scratch),
                "JUPYTER_CONFIG_DIR": str(scratch / ".jupyter"),
                "JUPYTER_DATA_DIR": str(scratch / ".jupyter"), "PYTHONUNBUFFERED": "1",
-               **ns.env()}
+               **ns.env(), **(extra_env or {})}
         # The kernel's own chatter (e.g. ipykernel's TCP warning) is not the student's output.
         self.km.start_kernel(env=env, cwd=str(scratch), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -247,12 +247,15 @@ def _run_submission(nb: Any, assignment: Assignment, lab: Any, hide: list[Path],
                     result: dict[str, Any], outcomes: dict[tuple[str, str], dict],
                     work_dir: Path | None = None) -> None:
     ns = namespace.create(lab)
+    # Exercise 09 and later: a keyspace and a role of the submission's own on the lab's ring.
+    cns = namespace.create_cassandra(lab) if needs_cassandra(assignment) else None
+    extra_env = cns.env() if cns else None
     scratch = Path(tempfile.mkdtemp(prefix="sub-", dir=work_dir))
     deadline = time.monotonic() + limits.submission_timeout_s
     nonce = secrets.token_hex(8)
     kernel: _Kernel | None = None
     try:
-        kernel = _Kernel(ns, scratch, hide, limits)
+        kernel = _Kernel(ns, scratch, hide, limits, extra_env)
         done: list[str] = []  # cells that finished (with or without an error), for a replay
         for pos, source in _student_cells(nb):
             left = deadline - time.monotonic()
@@ -269,7 +272,7 @@ def _run_submission(nb: Any, assignment: Assignment, lab: Any, hide: list[Path],
                 result["errors"].append(f"cell {pos + 1}: {r['error']}; the cells before it "
                                         "were run again in a new kernel")
                 kernel.close()
-                kernel = _Kernel(ns, scratch, hide, limits)
+                kernel = _Kernel(ns, scratch, hide, limits, extra_env)
                 for source in done:
                     kernel.run(source, max(1.0, min(limits.cell_timeout_s,
                                                     deadline - time.monotonic())))
@@ -300,7 +303,18 @@ def _run_submission(nb: Any, assignment: Assignment, lab: Any, hide: list[Path],
             namespace.drop(lab, ns)
         except Exception as e:  # the grade stands; the leftover is named for the instructor
             result["errors"].append(f"could not drop namespace {ns.name}: {e}")
+        if cns is not None:
+            try:
+                namespace.drop_cassandra(lab, cns)
+            except Exception as e:
+                result["errors"].append(f"could not drop keyspace {cns.keyspace}: {e}")
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def needs_cassandra(assignment: Assignment) -> bool:
+    """True when the solution notebook's metadata asks for Cassandra (``labkit.needs``)."""
+    meta = nbformat.read(assignment.path, as_version=4).metadata.get("labkit", {})
+    return "cassandra" in meta.get("needs", [])
 
 
 def _parse_result(r: dict[str, Any], nonce: str) -> dict[str, Any]:

@@ -134,3 +134,65 @@ def workspace(name: str) -> Workspace:
     return Workspace(lab.leader.dsn(dbname), follower.dsn(dbname),
                      tuple(tuple(s) for s in lab.cache_servers),
                      f"ex{name}-{secrets.token_hex(3)}")
+
+
+@dataclass(frozen=True)
+class CassandraWorkspace:
+    """The keyspace one exercise runs in on the lab's ring, and the login that reaches it.
+
+    Under ``labkit grade`` the login is a role granted this keyspace only
+    (``namespace.create_cassandra``); in a student's own lab it is the lab's superuser.
+    """
+
+    contact_points: tuple[tuple[str, int], ...]
+    user: str
+    password: str
+    keyspace: str
+    replication_factor: int
+
+    def connect(self) -> Any:
+        """A driver session on the keyspace (closed with ``session.cluster.shutdown()``)."""
+        from labkit.services.cassandra import CassandraCredentials, driver_cluster
+        cluster = driver_cluster(self.contact_points, credentials=CassandraCredentials(
+            self.user, self.password, jmx_password=""))
+        try:
+            return cluster.connect(self.keyspace)
+        except BaseException:
+            cluster.shutdown()
+            raise
+
+
+def cassandra_workspace(name: str) -> CassandraWorkspace:
+    """Exercise ``name``'s keyspace: the grader's under ``labkit grade``, else a fresh one.
+
+    Outside the grader this brings the lab up with the 3-node ring (``lk.up(cassandra="ring")``)
+    and recreates keyspace ``exercise_<name>`` (NetworkTopologyStrategy, RF 3).
+    """
+    env = os.environ
+    if env.get(GRADE_ENV):
+        points = tuple((h, int(p)) for h, p in (s.rsplit(":", 1) for s in
+                                                env["LABKIT_GRADE_CASSANDRA_POINTS"].split(",")))
+        return CassandraWorkspace(points, env["LABKIT_GRADE_CASSANDRA_USER"],
+                                  env["LABKIT_GRADE_CASSANDRA_PASSWORD"],
+                                  env["LABKIT_GRADE_CASSANDRA_KEYSPACE"],
+                                  int(env["LABKIT_GRADE_CASSANDRA_RF"]))
+    import labkit as lk
+    lab = lk.up(cassandra="ring")
+    cluster = lab.cassandra.region(lab.cassandra.regions[0])
+    if len(cluster.nodes) < 3:
+        raise RuntimeError(f"exercise {name} needs the 3-node ring, and this lab runs Cassandra "
+                           f"{lab.cassandra.topology!r}; stop it with `labkit down`, then "
+                           "`labkit up --cassandra ring`")
+    from labkit.backend.feeds import DDL_TIMEOUT_S
+    keyspace = f"exercise_{name}".lower()
+    session = lab.cassandra.connect()
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
+        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': 3}}",
+                        timeout=DDL_TIMEOUT_S)
+    finally:
+        session.cluster.shutdown()
+    creds = lab.cassandra.credentials
+    return CassandraWorkspace(tuple(tuple(p) for p in cluster.contact_points), creds.user,
+                              creds.password, keyspace, 3)

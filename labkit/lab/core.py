@@ -199,6 +199,12 @@ class Lab:
                        "`labkit reset` forgets them")
         return out
 
+    def save_state(self) -> None:
+        """Record the servers' processes as they are now, after a node was restarted by hand
+        (``node.stop()``, ``node.start()``): other processes then reattach to the new one."""
+        with locking.locked(self.config.lab_dir, user=None):
+            self._write_state()
+
     # ------------------------------------------------------------------------ accessors
     @property
     def leader(self) -> PostgresServer:

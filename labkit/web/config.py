@@ -13,6 +13,7 @@ from typing import Any
 # The time budget the Instagram articles cite for a request.
 DEFAULT_TIME_BUDGET_S = 12.0
 FEED_KERNELS = ("compiled", "pure")
+FEED_SOURCES = ("postgres", "cassandra")
 
 
 def dsn_dict(server: Any, dbname: str) -> dict[str, Any]:
@@ -54,6 +55,10 @@ class WebConfig:
     # rather than on a worker's first feed request.
     feed_kernel: str = "compiled"
     preload_feed_model: bool = False
+    # Where the feed's candidates come from (notebook 09): PostgreSQL's follows and posts, or
+    # the viewer's Cassandra feed (``cassandra_feeds``: a ``FeedConfig.to_dict()``).
+    feed_source: str = "postgres"
+    cassandra_feeds: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.time_budget_s > 0:
@@ -63,6 +68,12 @@ class WebConfig:
             raise ValueError(f"feed_kernel={self.feed_kernel!r}: choose one of "
                              f"{', '.join(FEED_KERNELS)} (compiled falls back to pure when "
                              "the extension was not built; see `labkit doctor`)")
+        if self.feed_source not in FEED_SOURCES:
+            raise ValueError(f"feed_source={self.feed_source!r}: choose one of "
+                             f"{', '.join(FEED_SOURCES)}")
+        if self.feed_source == "cassandra" and not self.cassandra_feeds:
+            raise ValueError("feed_source='cassandra' needs cassandra_feeds: pass "
+                             "FeedConfig.from_lab(lab, keyspace).to_dict()")
 
     @classmethod
     def from_lab(cls, lab: Any, dbname: str, *, notify: bool = False,

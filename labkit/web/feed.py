@@ -2,7 +2,9 @@
 
 With gunicorn's ``preload_app`` the master builds it (``preload``, called by ``create_app``)
 and the forked workers share its pages; otherwise each worker builds its own on its first
-feed request. The model is read-only after it is built.
+feed request. The model is read-only after it is built. With the feed in Cassandra
+(notebook 09) each worker also opens its own driver session, on its first feed request (never
+in the master: a driver's connections and threads do not survive a fork).
 
 Introduced in notebooks/11_cython_and_memory.ipynb.
 """
@@ -36,3 +38,17 @@ def model(connect: Callable[[], psycopg.Connection]) -> FeedModel:
     if _model is None:
         _model = FeedModel.load(connect())
     return _model
+
+
+_cassandra: dict[str, Any] = {}
+
+
+def cassandra_source(conn: psycopg.Connection, settings: dict[str, Any]) -> Any:
+    """The Cassandra candidate source for this request, over this process's session."""
+    from labkit.backend.feeds import CassandraCandidates, Celebrities, FeedConfig
+    if not _cassandra:
+        config = FeedConfig.from_dict(settings)
+        _cassandra.update(feeds=config.feeds(config.connect()), cache=config.cache(),
+                          celebrities=Celebrities(config.threshold))
+    return CassandraCandidates(_cassandra["feeds"], conn, celebrities=_cassandra["celebrities"],
+                               cache=_cassandra["cache"])

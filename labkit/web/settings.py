@@ -51,5 +51,7 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_NOTIFY_QUEUE": config.notify_queue,
         "LABKIT_LEADER_DSN": config.leader_dsn(),
         "LABKIT_FEED_KERNEL": config.feed_kernel,
+        "LABKIT_FEED_SOURCE": config.feed_source,
+        "LABKIT_CASSANDRA_FEEDS": config.cassandra_feeds,
         "LABKIT_GATES": config.gates,
     }

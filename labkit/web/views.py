@@ -191,7 +191,8 @@ def profile(request: HttpRequest, user_id: str) -> JsonResponse:
 def feed(request: HttpRequest) -> JsonResponse:
     """A ranked feed page: ``?count=20`` posts, skipping ``?seen=<id>,<id>,...``.
 
-    Candidates come from the follower (``ranking.PostgresCandidates``); scoring runs in the
+    Candidates come from the follower (``ranking.PostgresCandidates``), or from the viewer's
+    Cassandra feed (``WebConfig.feed_source="cassandra"``, notebook 09); scoring runs in the
     configured kernel (``WebConfig.feed_kernel``).
     """
     count_text = request.GET.get("count", str(ranking.DEFAULT_PAGE_SIZE))
@@ -202,7 +203,11 @@ def feed(request: HttpRequest) -> JsonResponse:
     seen = ranking.parse_seen(request.GET.get("seen"))
     conn = budget_connection(request, router.db_for_read(MediaLikes))
     model = feed_state.model(lambda: conn)
-    page = ranking.feed_page(ranking.PostgresCandidates(conn), model, request.user_id,
+    if settings.LABKIT_FEED_SOURCE == "cassandra":
+        source = feed_state.cassandra_source(conn, settings.LABKIT_CASSANDRA_FEEDS)
+    else:
+        source = ranking.PostgresCandidates(conn)
+    page = ranking.feed_page(source, model, request.user_id,
                              seen=seen, count=count,
                              scorer=ranking.kernel(settings.LABKIT_FEED_KERNEL))
     return JsonResponse(page)

@@ -80,8 +80,12 @@ def _probe_source(lab, victim: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def graded(lab, tmp_path_factory):
-    """Every submission of this module, graded once: {label: result}."""
+def graded(ring_lab, tmp_path_factory):
+    """Every submission of this module, graded once: {label: result}.
+
+    On the session's lab with the Cassandra ring: exercise 09 is graded in a keyspace of its own.
+    """
+    lab = ring_lab
     subs = tmp_path_factory.mktemp("submissions")
     labels: dict[str, Path] = {}
 

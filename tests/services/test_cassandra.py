@@ -374,8 +374,12 @@ class TestRegions:
 
 
 def _one_row_keyspace(session, keyspace: str, replication: dict, value: str) -> None:
-    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {replication!r}")
-    session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)")
+    # Schema changes wait for agreement across the ring: with five JVMs on two loaded cores
+    # that took longer than the driver's 10 s once (as feeds.DDL_TIMEOUT_S says).
+    from labkit.backend.feeds import DDL_TIMEOUT_S
+    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {replication!r}",
+                    timeout=DDL_TIMEOUT_S)
+    session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)", timeout=DDL_TIMEOUT_S)
     session.execute(f"INSERT INTO {keyspace}.t (k, v) VALUES (1, %s)", (value,))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import string
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 import psutil
 
-from labkit._proc import PortAllocator, listening, spawn
+from labkit._proc import PortAllocator, listening, port_is_free, spawn
 from labkit.services.base import NativeService
 from labkit.services.cassandra.credentials import (DEFAULT_SUPERUSER, CassandraCredentials,
                                                    write_secret)
@@ -33,6 +34,23 @@ _TOOLS_LOGBACK = """<configuration>
   <root level="WARN"><appender-ref ref="STDERR"/></root>
 </configuration>
 """
+
+
+def _previous_port(node_dir: Path, key: str, host: str) -> int:
+    """The port ``key`` had in this node's last ``cassandra.yaml``, if it is free now; else 0.
+
+    Peers remember a node by address *and* port (``system.peers_v2``): a node back on other
+    ports is a stranger to them, and each of them waits ``block_for_peers_timeout_in_secs``
+    (10 s) at start-up for the old endpoint to connect. Reusing the ports makes a warm start
+    (data kept from the last ``up``) skip that wait.
+    """
+    try:
+        found = re.search(rf"^{key}: (\d+)$",
+                          (Path(node_dir) / "conf" / "cassandra.yaml").read_text(), re.MULTILINE)
+    except OSError:
+        return 0
+    port = int(found.group(1)) if found else 0
+    return port if port and port_is_free(host, port) else 0
 
 
 class CassandraNode(NativeService):
@@ -79,8 +97,10 @@ class CassandraNode(NativeService):
         self.rack = rack
         self.initial_token = initial_token
         self.lib_dir = Path(lib_dir)
-        self.native_port = native_port or PortAllocator(host).take()
-        self.storage_port = storage_port or PortAllocator(host).take()
+        self.native_port = (native_port or _previous_port(node_dir, "native_transport_port", host)
+                            or PortAllocator(host).take())
+        self.storage_port = (storage_port or _previous_port(node_dir, "storage_port", host)
+                             or PortAllocator(host).take())
         # Cassandra's local-only JMX (cassandra.jmx.local.port) binds to the
         # loopback address 127.0.0.1, whatever the node's own address.
         self.jmx_host = "127.0.0.1"
