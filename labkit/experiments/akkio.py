@@ -37,6 +37,7 @@ from typing import Any
 from labkit.backend.akkio import (AkkioClient, LocationDB, MigrationPolicy, PlacementService,
                                   RegionStore, sign_up)
 from labkit.backend.cache import percentile
+from labkit.backend.feeds import DDL_TIMEOUT_S
 
 POLICIES = ("static", "akkio", "replicated")
 DEFAULT_DBNAME = "labkit_akkio"
@@ -124,7 +125,7 @@ def run_policy(lab: Any, dbname: str, policy: str, workload: Workload, *,
     stores = {c: {r: RegionStore(r, s, keyspace) for r, s in row.items()}
               for c, row in sessions.items()}
     for r, store in stores[r0 := net.regions[0]].items():
-        store.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        store.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
         store.create()
     for c in net.regions:
         if c != r0:

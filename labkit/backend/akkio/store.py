@@ -57,10 +57,13 @@ class RegionStore:
     keyspace: str
 
     def create(self) -> None:
+        """The keyspace and table (kept if there), then the prepared statements."""
+        from labkit.backend.feeds import DDL_TIMEOUT_S  # schema changes on loaded cores
+
         self.session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'NetworkTopologyStrategy', '{self.region}': 1}}")
-        self.session.execute(TABLE.format(ks=self.keyspace))
+            f"{{'class': 'NetworkTopologyStrategy', '{self.region}': 1}}", timeout=DDL_TIMEOUT_S)
+        self.session.execute(TABLE.format(ks=self.keyspace), timeout=DDL_TIMEOUT_S)
         self._prepare()
 
     def _prepare(self) -> None:
