@@ -6,7 +6,7 @@ Starts (or reattaches to) the lab's regions (``cassandra="regions"``: two cluste
 links 40 ms each way) with PostgreSQL and Memcached, and runs ``labkit.experiments.akkio``
 --runs times. Printed per policy, the median over runs of: cross-region request share and
 megabytes, read and write p50/p99, rows stored (both regions), migrations, lookup p50/p99
-on a cache hit and a miss, and lost writes (the history check). Then the targets:
+on a cache hit and a miss (as the client sees it, and inside the service), and lost writes (the history check). Then the targets:
 Akkio cuts cross-region requests by >= 50% against static; its read p99 is within 1.5x of
 full replication while it stores <= 0.6x of what full replication stores; a cached lookup
 takes <= 1 ms p99.
@@ -24,7 +24,8 @@ from labkit.experiments.akkio import POLICIES, Workload, run_experiment
 
 FIGURES = ("cross_share", "cross_mb", "read_p50_ms", "read_p99_ms", "write_p50_ms",
            "write_p99_ms", "rows_total", "migrations", "lookup_hit_p50_ms", "lookup_hit_p99_ms",
-           "lookup_miss_p50_ms", "lookup_miss_p99_ms", "lost_writes")
+           "lookup_miss_p50_ms", "lookup_miss_p99_ms", "inside_hit_p50_ms", "inside_hit_p99_ms",
+           "inside_miss_p50_ms", "inside_miss_p99_ms", "lost_writes")
 
 
 def main() -> int:
@@ -56,7 +57,9 @@ def main() -> int:
           f"(target <= 1.5x)")
     print(f"  storage akkio / replicated: {a['rows_total'] / r['rows_total']:.2f}x "
           f"(target <= 0.6x)")
-    print(f"  cached lookup p99 (akkio): {a['lookup_hit_p99_ms']:.2f} ms (target <= 1 ms)")
+    print(f"  cached lookup p99 (akkio): {a['lookup_hit_p99_ms']:.2f} ms seen by the client "
+          f"(HTTP to the service included), {a['inside_hit_p99_ms']:.2f} ms inside the service "
+          "(target <= 1 ms)")
     if args.out:
         args.out.write_text(json.dumps(runs, indent=2) + "\n")
     return 0

@@ -40,6 +40,8 @@ from labkit.backend.cache import percentile
 from labkit.backend.feeds import DDL_TIMEOUT_S
 
 POLICIES = ("static", "akkio", "replicated")
+#: A lookup's time inside the placement service (memcached, or PostgreSQL on a miss).
+INSIDE = ("inside_hit_p50_ms", "inside_hit_p99_ms", "inside_miss_p50_ms", "inside_miss_p99_ms")
 DEFAULT_DBNAME = "labkit_akkio"
 #: The driver's schema and token metadata are not needed here; without them a new session
 #: costs a few KB instead of ~110 KB of schema across the link.
@@ -104,6 +106,7 @@ class PolicyRun:
     moves: list[dict[str, Any]] = field(default_factory=list)
     lost: int = 0
     started_at: float = 0.0
+    inside_ms: dict[str, float] = field(default_factory=dict)  # the service's own lookup cost
 
 
 def prepare(lab: Any, dbname: str = DEFAULT_DBNAME) -> str:
@@ -147,7 +150,9 @@ def run_policy(lab: Any, dbname: str, policy: str, workload: Workload, *,
     try:
         _replay(run, workload, stores, svc, policy, clients_per_region)
         if svc is not None:
-            run.moves = svc.client().stats()["moves"]
+            stats = svc.client().stats()
+            run.moves = stats["moves"]
+            run.inside_ms = {k: v for k, v in stats.items() if k.startswith("inside_")}
         _check_history(run, db, stores[r0], policy, net.regions)
         run.rows = {r: stores[r0][r].rows() for r in net.regions}
     finally:
@@ -239,6 +244,7 @@ def summarize(run: PolicyRun) -> dict[str, Any]:
         "lookup_miss_p50_ms": percentile(misses, 50),
         "lookup_miss_p99_ms": percentile(misses, 99),
         "cache_hit_ratio": len(hits) / max(1, len(hits) + len(misses)),
+        **{k: run.inside_ms.get(k, 0.0) for k in INSIDE},
         "stale_redirects": sum(r.stale for r in recs),
         "lost_writes": run.lost,
     }
