@@ -32,6 +32,10 @@ else
   # The canary router of notebook 13 (weights changed at run time through its stats socket).
   [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need+=(haproxy)
   command -v git >/dev/null || need+=(git)
+  # `labkit grade` confines each submission: bubblewrap (namespaces) and socat (forwarders to
+  # its own servers through the sandbox's loopback-only network).
+  command -v bwrap >/dev/null || need+=(bubblewrap)
+  command -v socat >/dev/null || need+=(socat)
   command -v python3 >/dev/null || need+=(python3)
   if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     need+=(python3-venv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +23,19 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import psutil
+
+
+def new_password(nbytes: int = 18) -> str:
+    """A fresh random password, safe as a command-line argument and in SQL and URL literals.
+
+    URL-safe base64 (no quote, no slash); never starting with ``-``, which ``rabbitmqctl
+    add_user``, ``cqlsh -p`` and ``nodetool -pw`` would read as an option (1 in 32 of plain
+    ``token_urlsafe`` values did).
+    """
+    while True:
+        password = secrets.token_urlsafe(nbytes)
+        if not password.startswith("-"):
+            return password
 
 
 # Set in every spawned process's environment, and so inherited by whatever it starts: the id
@@ -338,6 +352,8 @@ _PACKAGES = {
     "epmd": ("erlang-base", "erlang"),
     "java": ("openjdk-17-jre-headless", "openjdk@17"),
     "maven": ("maven", "maven"),
+    "bwrap": ("bubblewrap", "bubblewrap"),
+    "socat": ("socat", "socat"),
     "haproxy": ("haproxy", "haproxy"),
 }
 

@@ -10,7 +10,8 @@
     labkit experiment herd --clients 256 --lease meta --out results.json
     labkit experiment consistency --phases baseline,slow,outage --out results.json
     labkit exercises build [--check]
-    labkit grade PATH... [--out DIR]
+    labkit exercises release DIR
+    labkit grade PATH... [--out DIR] [--export canvas|gradescope] [--cassandra ring] [--insecure]
 """
 
 from __future__ import annotations
@@ -141,7 +142,6 @@ def doctor_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
     return binary_checks(cfg)
 
 
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     """The binaries, the kernels, and which providers can run here; 1 if the lab's own cannot."""
     cfg = _config(args)
@@ -256,16 +256,39 @@ def cmd_exercises_build(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from labkit.grading.grader import Limits, grade
+    from labkit.grading.grader import InsecureRefused, Limits, check_isolation, grade
     limits = Limits(cell_timeout_s=args.cell_timeout_s, submission_timeout_s=args.timeout_s,
-                    cpu_s=args.cpu_s, memory_mb=args.memory_mb)
+                    cpu_s=args.cpu_s, memory_mb=args.memory_mb, pids=args.pids,
+                    disk_mb=args.disk_mb)
+    try:  # before starting anything: refuse early, with what is missing
+        check_isolation(args.insecure)
+    except InsecureRefused as e:
+        print(f"labkit grade: {e}", file=sys.stderr)
+        return 2
     lab = Lab.up(_config(args))
     results = grade(args.paths, lab, args.out, solutions_dir=args.solutions, limits=limits,
-                    jobs=args.jobs)
+                    jobs=args.jobs, insecure=args.insecure, exports=tuple(args.export))
+    if args.roster and args.export:
+        from labkit.grading import export
+        for kind in args.export:
+            export.EXPORTS[kind](results, args.out / f"{kind}.csv", roster=args.roster)
     for r in results:
         note = f"  ({'; '.join(r['errors'])})" if r["errors"] else ""
         print(f"{r['score']:>5g} / {r['max_score']:<5g} {r['submission']}{note}")
-    print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out}/*.md")
+    print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out}/*.md"
+          + "".join(f"; {k}: {args.out / (k + '.csv')}" for k in args.export))
+    return 0
+
+
+def cmd_exercises_release(args: argparse.Namespace) -> int:
+    from labkit.grading.release import release
+    try:
+        written = release(REPO, args.dest, solutions_dir=args.solutions)
+    except (FileExistsError, ValueError) as e:
+        print(f"labkit exercises release: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote a student release of {written} files to {args.dest} (no solutions/, no "
+          "hidden tests, no instructor guide)")
     return 0
 
 
@@ -277,6 +300,11 @@ def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--solutions", type=Path, default=REPO / "solutions")
     b.add_argument("--exercises", type=Path, default=REPO / "exercises")
     b.set_defaults(func=cmd_exercises_build)
+    r = actions.add_parser("release", help="write a student release of the repository: no "
+                           "solutions/, no hidden tests, exercises rebuilt")
+    r.add_argument("dest", type=Path, help="a new (or empty) directory")
+    r.add_argument("--solutions", type=Path, default=REPO / "solutions")
+    r.set_defaults(func=cmd_exercises_release)
     g = sub.add_parser("grade", help="grade submitted notebooks against the lab's servers")
     g.add_argument("paths", nargs="+", type=Path, help="notebooks, or folders of them")
     g.add_argument("--out", type=Path, default=Path("grades"), help="reports and gradebook.csv")
@@ -285,7 +313,19 @@ def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cell-timeout-s", type=float, default=30.0)
     g.add_argument("--timeout-s", type=float, default=300.0, help="per submission")
     g.add_argument("--cpu-s", type=int, default=120, help="CPU seconds per submission")
-    g.add_argument("--memory-mb", type=int, default=3072, help="address space per kernel")
+    g.add_argument("--memory-mb", type=int, default=2048, help="memory per submission (cgroup)")
+    g.add_argument("--pids", type=int, default=128, help="processes per submission (cgroup)")
+    g.add_argument("--disk-mb", type=int, default=256, help="scratch disk (its private /tmp)")
+    g.add_argument("--export", action="append", default=[], choices=("canvas", "gradescope"),
+                   help="also write the gradebook as Canvas's or Gradescope's import CSV")
+    g.add_argument("--roster", type=Path, help="CSV student,name,sis_id,email,section for "
+                   "the exports (student = the submission's folder name)")
+    g.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
+                   help="also start Cassandra (assignments whose metadata labkit.uses names "
+                        "cassandra need the ring)")
+    g.add_argument("--insecure", action="store_true",
+                   help="grade even where submissions cannot be isolated (not root, no bwrap, "
+                        "no cgroup): only for notebooks you trust")
     g.set_defaults(func=cmd_grade)
 
 

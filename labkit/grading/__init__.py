@@ -2,7 +2,8 @@
 
 Instructors write ``solutions/NN_topic.ipynb`` (format: ``labkit.grading.format`` and
 ``solutions/README.md``); ``build_exercises`` makes the student copies in ``exercises/``;
-students call ``check("q1")``; ``grade`` runs submissions against the real lab servers.
+students call ``check("q1")`` (``check("q1", hint=True)`` for hints); ``grade`` runs each
+submission in a sandbox against the real lab servers and judges it in its own process.
 
 >>> from labkit.grading import build_exercises, grade              # doctest: +SKIP
 >>> build_exercises("solutions", "exercises")                      # doctest: +SKIP
@@ -13,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.grading.student import (CassandraWorkspace, Workspace, cassandra_workspace, check,
-                                    tests, workspace)
+from labkit.grading.student import CassandraWorkspace, Workspace, check, hints, tests, workspace
 
-__all__ = ["CassandraWorkspace", "FormatError", "Workspace", "build_exercises",
-           "cassandra_workspace", "check", "grade", "parse", "tests", "workspace"]
+__all__ = ["CassandraWorkspace", "FormatError", "Workspace", "build_exercises", "check", "grade",
+           "hints", "parse", "tests", "workspace"]
 
 
 def __getattr__(name: str) -> Any:

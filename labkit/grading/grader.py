@@ -1,11 +1,23 @@
-"""The autograder: run each submission in a fresh, confined kernel against the real lab servers.
+"""The autograder: each submission in a sandbox of its own; every verdict taken here, outside it.
 
-For every submission ``grade`` creates a namespace (a database owned by a role of its own and
-a cache prefix, ``labkit.grading.namespace``), starts a kernel that sees only that namespace's
-credentials (``labkit.grading.sandbox``: unprivileged account, CPU-time and memory limits,
-the lab directory and the hidden tests hidden), runs the student's code cells in their order,
-then the solution's visible and hidden tests, one test per cell with a wall-clock limit. It
-writes ``<submission>.json`` and ``<submission>.md`` per submission and ``gradebook.csv``.
+For every submission ``grade``:
+
+1. makes its namespace (``labkit.grading.namespace``: a database owned by a role of its own,
+   a RabbitMQ vhost and a Cassandra keyspace with a role of its own when the assignment uses
+   them) and starts a memcached of its own on a unix socket;
+2. starts a kernel in a sandbox (``labkit.grading.sandbox``: bwrap, a cgroup, forwarders to
+   exactly those servers) that sees only the namespace's credentials, and runs the student's
+   code cells in their order, each with a time limit (a hung cell is interrupted, a dead or
+   unresponsive kernel replaced and the finished cells replayed);
+3. runs the solution's tests, visible and hidden, **in this process**: a test asks the kernel
+   to call the student's functions and gets back serialised observations, reads the effects
+   on the submission's servers with the grader's own credentials, may inject faults into
+   them, and decides. Nothing the kernel prints or returns is taken as a verdict, and the
+   tests never enter the kernel (only the arguments of the calls they make do);
+4. scores each question by the weights of the tests it passed, drops the namespace, stops the
+   memcached, and writes ``<submission>.json`` (for the instructor), ``<submission>.md`` (for
+   the student: visible tests with their messages, hidden tests with the message written for
+   them), and the class's ``gradebook.csv``.
 
 >>> results = grade(["exercises/"], lab, Path("grades"))      # doctest: +SKIP
 >>> results[0]["score"], results[0]["max_score"]               # doctest: +SKIP
@@ -14,162 +26,351 @@ writes ``<submission>.json`` and ``<submission>.md`` per submission and ``gradeb
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import nbformat
 
 from labkit._proc import ServiceError, service_account
-from labkit.grading import namespace
-from labkit.grading.format import Assignment, assignments, marker_of
+from labkit.grading import namespace, student
+from labkit.grading.export import feedback_markdown, report_id, write_gradebook
+from labkit.grading.format import Assignment, Test, assignments, marker_of
+from labkit.grading.harness import Faults, NoAnswer, Submission
+from labkit.grading.kernel import GradedKernel
+from labkit.grading.sandbox import Limits, Sandbox, probe
+from labkit.services.memcached import Memcached
 
 REPO = Path(__file__).resolve().parents[2]
-STUDENT_ACCOUNT = "labkit-student"
-SANDBOX = Path(__file__).with_name("sandbox.py")
+INSIDE_CACHE = ("127.0.0.1", 11211)   # the private memcached, as the kernel reaches it
+# A kernel that hangs or dies on every call would cost a time limit per test: after this many
+# unanswered tests in a row the rest are failed without being run.
+MAX_SILENT_TESTS = 3
+
+__all__ = ["Limits", "grade", "grade_one", "find_submissions", "InsecureRefused"]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-submission limits: wall clock per cell and overall, CPU seconds, memory."""
-
-    cell_timeout_s: float = 30.0
-    submission_timeout_s: float = 300.0
-    cpu_s: int = 120
-    memory_mb: int = 3072
-    startup_timeout_s: float = 60.0
+class InsecureRefused(ServiceError):
+    """Full isolation is not available here and ``insecure`` was not asked for."""
 
 
-# ------------------------------------------------------------------------------ kernels
+# ------------------------------------------------------------------- shared servers
 
-UNSHARE = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-_mode: str | None = None
+class RWLock:
+    """Many readers or one writer, writers first: fault tests on a server others also use."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
-def sandbox_mode() -> str:
-    """How graded kernels are confined here: namespaces, account, or none (not root).
+# --------------------------------------------------------------------------- one run
 
-    "namespaces" (root, and mount/PID namespaces allowed) hides the lab directory and the
-    hidden tests; "account" (root in a container without CAP_SYS_ADMIN) only runs the
-    kernel as the unprivileged account; "none" runs it as the grader's own user.
-    """
-    global _mode
-    if _mode is None:
-        if os.geteuid() != 0:
-            _mode = "none"
+class Run:
+    """One submission being graded: its namespace, memcached, sandboxed kernel and cells."""
+
+    def __init__(self, nb: Any, assignment: Assignment, lab: Any, limits: Limits,
+                 work_dir: Path, secure: bool, follower_lock: RWLock) -> None:
+        self.nb, self.assignment, self.lab, self.limits = nb, assignment, lab, limits
+        self.secure, self.follower_lock = secure, follower_lock
+        self.uses = set(assignment.uses)
+        self.deadline = time.monotonic() + limits.submission_timeout_s
+        self.run_dir = Path(tempfile.mkdtemp(prefix="sub-", dir=work_dir))
+        self.run_dir.chmod(0o711)  # the memcached account must reach its socket inside
+        self.errors: list[str] = []
+        self.cells: list[dict[str, Any]] = []
+        self.done: list[str] = []
+        self.kernel: GradedKernel | None = None
+        self.sandbox: Sandbox | None = None
+        self.cpu_used_s = 0.0
+        self.ns = namespace.create(lab, rabbitmq="rabbitmq" in self.uses,
+                                   cassandra="cassandra" in self.uses)
+        self.memcached = self._start_memcached()
+        self._watchdog_stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
+
+    # -- servers ---------------------------------------------------------------------
+    def _start_memcached(self) -> Memcached:
+        mc_dir = self.run_dir / "memcached"
+        user = service_account(self.lab.config.service_user)
+        if self.secure:
+            mc = Memcached(mc_dir, socket=mc_dir / "memcached.sock", memory_mb=16, threads=1,
+                           user=user)
         else:
-            try:
-                ok = subprocess.run([*UNSHARE, "true"], capture_output=True,
-                                    timeout=10).returncode == 0
-            except (OSError, subprocess.TimeoutExpired):
-                ok = False
-            _mode = "namespaces" if ok else "account"
-    return _mode
+            mc = Memcached(mc_dir, memory_mb=16, threads=1, user=user)
+        mc.start()
+        return mc
 
+    def env(self) -> dict[str, str]:
+        cache = INSIDE_CACHE if self.secure else self.memcached.host_port
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
+               "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl", "IPYTHONDIR": "/tmp/.ipython",
+               "JUPYTER_RUNTIME_DIR": "/tmp", "JUPYTER_CONFIG_DIR": "/tmp/.jupyter",
+               "JUPYTER_DATA_DIR": "/tmp/.jupyter", "PYTHONUNBUFFERED": "1",
+               "PYTHONDONTWRITEBYTECODE": "1", **self.ns.env(cache)}
+        if not self.secure:
+            for key in ("MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR",
+                        "JUPYTER_DATA_DIR"):
+                env[key] = str(self.run_dir / "home" / Path(env[key]).name)
+        return env
 
-class _Kernel:
-    """One confined kernel for one submission; ``run`` executes a cell with a time limit."""
+    def new_kernel(self) -> GradedKernel:
+        """A fresh sandbox and kernel (the old ones, if any, killed first)."""
+        self.close_kernel()
+        sandbox = Sandbox(self.run_dir / f"k{secrets.token_hex(3)}", self.limits, self.secure)
+        sandbox.run_dir.mkdir()
+        sandbox.run_dir.chmod(0o711)
+        if self.secure:
+            for name, (host, port) in self.ns.servers().items():
+                sandbox.forward(name, host, port)
+            sandbox.serve_socket("memcached", self.memcached.socket, *INSIDE_CACHE)
+        self.sandbox = sandbox
+        self.kernel = GradedKernel(sandbox, self.env(), self.limits)
+        return self.kernel
 
-    def __init__(self, ns: namespace.Namespace, scratch: Path, hide: list[Path],
-                 limits: Limits, extra_env: dict[str, str] | None = None) -> None:
-        from jupyter_client import KernelManager
-        from jupyter_client.kernelspec import KernelSpecManager
-        self.limits = limits
-        spec_dir = Path(tempfile.mkdtemp(prefix="labkit-kspec-"))
-        self._spec_dir = spec_dir
-        conn_file = scratch / f"kernel-{secrets.token_hex(4)}.json"
-        sandbox = [sys.executable, str(SANDBOX), "--cpu-s", str(limits.cpu_s),
-                   "--memory-mb", str(limits.memory_mb), "--cwd", str(scratch)]
-        prefix: list[str] = []
-        if os.geteuid() == 0:
-            import pwd
-            pw = pwd.getpwnam(service_account(STUDENT_ACCOUNT))
-            os.chown(scratch, pw.pw_uid, pw.pw_gid)
-            sandbox += ["--uid", str(pw.pw_uid), "--gid", str(pw.pw_gid), "--chown",
-                        "{connection_file}", "--reveal", str(REPO)]
-            if sandbox_mode() == "namespaces":
-                prefix = UNSHARE
-                for path in hide:
-                    sandbox += ["--hide", str(path)]
+    def close_kernel(self) -> None:
+        if self.kernel is not None:
+            with contextlib.suppress(Exception):
+                self.kernel.close()
+        if self.sandbox is not None:
+            self.cpu_used_s += self.sandbox.cpu_s()
+            with contextlib.suppress(Exception):
+                self.sandbox.close()
+        self.kernel, self.sandbox = None, None
+
+    def _watch(self) -> None:
+        """Kill the sandbox when the CPU budget or the wall clock is spent."""
+        while not self._watchdog_stop.wait(0.25):
+            sb = self.sandbox
+            if sb is None:
+                continue
+            if self.cpu_used_s + sb.cpu_s() > self.limits.cpu_s:
+                self.errors.append(f"the submission used its {self.limits.cpu_s} CPU seconds; "
+                                   "its kernel was stopped")
+                sb.kill()
+                self.cpu_used_s = float("inf")  # no new kernel either
+            elif time.monotonic() > self.deadline + 5:
+                sb.kill()
+
+    # -- cells -----------------------------------------------------------------------
+    def left_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def timeout_s(self, wanted: float | None = None) -> float:
+        return max(0.5, min(wanted or self.limits.cell_timeout_s, self.left_s()))
+
+    def run_cells(self) -> None:
+        """The student's code cells, in order (tests left out), each with a time limit."""
+        with self._servers_shared():
+            self._ensure_kernel()
+            for pos, source in student_cells(self.nb):
+                if self.left_s() <= 0 or self.cpu_used_s == float("inf"):
+                    self.errors.append("the submission ran out of time; later cells skipped")
+                    break
+                r = self.kernel.run(source, self.timeout_s())
+                self.cells.append({"cell": pos, "status": r["status"], "error": r["error"][:2000]})
+                if r["status"] in ("ok", "error"):
+                    self.done.append(source)
+                elif r["status"] == "dead":
+                    why = self.sandbox.why_dead() if self.sandbox else ""
+                    self.errors.append(f"cell {pos + 1}: {r['error']}{'; ' + why if why else ''}; "
+                                       "the cells before it were run again in a new kernel")
+                    self.restart()
+
+    def restart(self) -> None:
+        """A new kernel with the finished cells replayed (after a crash or a hang)."""
+        if self.left_s() <= 0 or self.cpu_used_s == float("inf"):
+            self.close_kernel()
+            return
+        try:
+            self.new_kernel()
+        except Exception as e:
+            self.errors.append(f"could not start a new kernel: {type(e).__name__}: {e}")
+            return
+        for source in self.done:
+            if self.left_s() <= 0:
+                break
+            self.kernel.run(source, self.timeout_s())
+
+    def _ensure_kernel(self) -> None:
+        if self.kernel is None or not self.kernel.alive():
+            if self.kernel is None and not self.done:
+                self.new_kernel()
             else:
-                sandbox.append("--no-mounts")
-        # No history file: the tests the grader sends later must not land on disk.
-        argv = [*prefix, *sandbox, "--", sys.executable, "-m", "ipykernel_launcher",
-                "-f", "{connection_file}", "--HistoryManager.enabled=False"]
-        (spec_dir / "labkit-grade").mkdir()
-        (spec_dir / "labkit-grade" / "kernel.json").write_text(json.dumps({
-            "argv": argv, "display_name": "labkit grade", "language": "python",
-            # SIGINT would reach unshare, not the kernel; ask the kernel itself to interrupt.
-            "interrupt_mode": "message"}))
-        self.km = KernelManager(kernel_name="labkit-grade", connection_file=str(conn_file),
-                                kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir)]))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "HOME": str(scratch), "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(scratch / ".mpl"),
-               "IPYTHONDIR": str(scratch / ".ipython"), "JUPYTER_RUNTIME_DIR": str(scratch),
-               "JUPYTER_CONFIG_DIR": str(scratch / ".jupyter"),
-               "JUPYTER_DATA_DIR": str(scratch / ".jupyter"), "PYTHONUNBUFFERED": "1",
-               **ns.env(), **(extra_env or {})}
-        # The kernel's own chatter (e.g. ipykernel's TCP warning) is not the student's output.
-        self.km.start_kernel(env=env, cwd=str(scratch), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        self.kc = self.km.client()
-        self.kc.start_channels()
+                self.restart()
+
+    @contextlib.contextmanager
+    def _servers_shared(self) -> Iterator[None]:
+        if "follower" in self.uses:
+            with self.follower_lock.shared():
+                yield
+        else:
+            yield
+
+    # -- calls (what GradedSubmission sends) ----------------------------------------------
+    def call(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
+        if self.left_s() <= 0:
+            raise NoAnswer("the submission's time is up")
+        if self.kernel is None or not self.kernel.alive():
+            self.restart()
+            if self.kernel is None:
+                raise NoAnswer("the kernel is not running (it died and could not be replaced)")
+        nonce = secrets.token_hex(8)
+        code = (f"import labkit.grading.student as _lk_grading\n"
+                f"_lk_grading._serve({nonce!r}, {json.dumps(payload)!r})")
+        r = self.kernel.run(code, self.timeout_s(timeout_s))
+        if r["status"] in ("timeout", "dead"):
+            if r["status"] == "dead":
+                self.restart()
+            raise NoAnswer(f"your code did not answer: {r['error']}")
+        tag = f"{student.TAG}{nonce} "
+        lines = [ln for ln in r["stdout"].splitlines() if ln.startswith(tag)]
+        if not lines:
+            raise NoAnswer("your notebook gave no answer" + (f" ({r['error']})" if r["error"]
+                                                             else ""))
         try:
-            self.kc.wait_for_ready(timeout=limits.startup_timeout_s)
-        except BaseException:
-            self.close()
-            raise
-
-    def alive(self) -> bool:
-        return self.km.is_alive()
-
-    def run(self, code: str, timeout_s: float) -> dict[str, Any]:
-        """Execute ``code``; return {"status": ok|error|timeout|dead, "stdout", "error"}."""
-        out: list[str] = []
-        err: list[str] = []
-
-        def hook(msg: dict[str, Any]) -> None:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                err.append(f"{content['ename']}: {content['evalue']}")
-
-        try:
-            reply = self.kc.execute_interactive(code, timeout=timeout_s, output_hook=hook,
-                                                allow_stdin=False, stop_on_error=False)
-        except TimeoutError:
-            if not self.alive():
-                return {"status": "dead", "stdout": "".join(out), "error": "the kernel died"}
-            self.km.interrupt_kernel()
-            try:  # the interrupted cell's reply comes first; a no-op proves the kernel is back
-                self.kc.execute_interactive("pass", timeout=10, output_hook=lambda m: None)
-            except TimeoutError:
-                return {"status": "dead", "stdout": "".join(out),
-                        "error": f"stopped after {timeout_s:.0f} s and did not respond"}
-            return {"status": "timeout", "stdout": "".join(out),
-                    "error": f"stopped after {timeout_s:.0f} s (time limit)"}
-        status = reply["content"]["status"]
-        return {"status": "ok" if status == "ok" else "error", "stdout": "".join(out),
-                "error": "; ".join(err)}
+            answer = json.loads(lines[-1][len(tag):])
+        except ValueError:
+            raise NoAnswer("your notebook's answer was cut off or garbled") from None
+        if isinstance(answer, dict) and "error" in answer:
+            raise NoAnswer(f"the call could not be made: {str(answer['error'])[:500]}")
+        return answer
 
     def close(self) -> None:
+        self._watchdog_stop.set()
+        self.close_kernel()
+        with contextlib.suppress(Exception):
+            self.memcached.stop()
         try:
-            self.kc.stop_channels()
-            self.km.shutdown_kernel(now=True)
-        finally:
-            shutil.rmtree(self._spec_dir, ignore_errors=True)
+            namespace.drop(self.lab, self.ns)
+        except Exception as e:  # the grade stands; the leftover is named for the instructor
+            self.errors.append(f"could not drop namespace {self.ns.name}: {e}")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class GradedFaults(Faults):
+    """Faults on the submission's servers, injected by the grader with its own credentials."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    @contextlib.contextmanager
+    def follower_delay(self, delay_ms: int) -> Iterator[None]:
+        # The follower is shared by every submission graded at once: the delay holds the
+        # follower's lock exclusively, so no other submission's test or cell runs meanwhile.
+        follower = self.run.lab.follower
+        with self.run.follower_lock.exclusive():
+            follower.set_delay(delay_ms, settle=True)
+            try:
+                yield
+            finally:
+                follower.set_delay(0)
+                follower.wait_replayed(timeout_s=30)
+
+    def kill_workers(self) -> int:
+        if self.run.sandbox is None:
+            return 0
+        return len(self.run.sandbox.kill_started())
+
+
+class GradedSubmission(Submission):
+    """A submission as the grader's tests see it: calls go to its sandboxed kernel."""
+
+    graded = True
+
+    def __init__(self, run: Run) -> None:
+        import psycopg
+        from pymemcache.client.base import PooledClient
+        self.run = run
+        self.prefix = run.ns.prefix
+        self.db = psycopg.connect(run.lab.leader.dsn(run.ns.name), autocommit=True,
+                                  connect_timeout=5)
+        follower = run.lab.followers[0] if run.lab.followers else run.lab.leader
+        self.follower_db = psycopg.connect(follower.dsn(run.ns.name), autocommit=True,
+                                           connect_timeout=5)
+        self.cache = PooledClient(run.memcached.server, connect_timeout=5, timeout=5,
+                                  no_delay=True, default_noreply=False)
+        self.faults = GradedFaults(run)
+        if run.ns.cassandra is not None:
+            self.keyspace = run.ns.cassandra.keyspace
+            self.replication_factor = run.ns.cassandra.replication_factor
+        self.install_probes()
+
+    def _run(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
+        return self.run.call(payload, timeout_s)
+
+    def connect(self) -> Any:
+        import psycopg
+        return psycopg.connect(self.run.lab.leader.dsn(self.run.ns.name), autocommit=True,
+                               connect_timeout=5)
+
+    def broker_url(self) -> str:
+        from urllib.parse import quote
+        mq = self.run.lab.rabbitmq
+        if not self.run.ns.rabbitmq or mq is None:
+            raise RuntimeError("this assignment has no RabbitMQ vhost: add \"rabbitmq\" to its "
+                               "metadata labkit.uses")
+        return (f"amqp://{quote(mq.username, safe='')}:{quote(mq.password, safe='')}@"
+                f"{mq.host}:{mq.port}/{quote(self.run.ns.vhost, safe='')}")
+
+    def _connect_cassandra(self) -> Any:
+        # The grader's own login (the lab's superuser), on the submission's keyspace.
+        cns, creds = self.run.ns.cassandra, self.run.lab.cassandra.credentials
+        return student.CassandraWorkspace(cns.contact_points, creds.user, creds.password,
+                                          cns.keyspace, cns.replication_factor).connect()
+
+    def cpu_s(self) -> float:
+        sb = self.run.sandbox
+        return self.run.cpu_used_s + (sb.cpu_s() if sb else 0.0)
+
+    def code_cells(self) -> list[str] | None:
+        return [source for _, source in student_cells(self.run.nb)]
+
+    def close(self) -> None:
+        self._close_cassandra()
+        for c in (self.db, self.follower_db):
+            with contextlib.suppress(Exception):
+                c.close()
+        with contextlib.suppress(Exception):
+            self.cache.close()
 
 
 # --------------------------------------------------------------------------- submissions
@@ -189,7 +390,8 @@ def find_submissions(paths: list[Path]) -> list[Path]:
 
 
 def _assignment_of(path: Path, nb: Any, known: dict[str, Assignment]) -> Assignment | None:
-    name = (nb.metadata.get("labkit", {}) if nb is not None else {}).get("assignment")
+    meta = nb.metadata.get("labkit", {}) if nb is not None else {}
+    name = meta.get("assignment") if isinstance(meta, dict) else None
     if name in known:
         return known[name]
     # Metadata can be lost (a student re-saves from another tool): fall back on the NN_ prefix.
@@ -199,252 +401,163 @@ def _assignment_of(path: Path, nb: Any, known: dict[str, Assignment]) -> Assignm
     return None
 
 
-def _student_cells(nb: Any) -> list[tuple[int, str]]:
+def student_cells(nb: Any) -> list[tuple[int, str]]:
     """(position, source) of the code cells a student wrote or kept, tests left out."""
     return [(i, c.source) for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and c.source.strip() and marker_of(c.source) is None]
+            if c.cell_type == "code" and isinstance(c.source, str) and c.source.strip()
+            and marker_of(c.source) is None]
 
 
-def grade_one(path: Path, known: dict[str, Assignment], lab: Any, hide: list[Path],
-              limits: Limits = Limits(), work_dir: Path | None = None) -> dict[str, Any]:
+def grade_one(path: Path, known: dict[str, Assignment], lab: Any, limits: Limits = Limits(),
+              work_dir: Path | None = None, *, secure: bool = True,
+              follower_lock: RWLock | None = None,
+              tests: dict[str, list[Test]] | None = None) -> dict[str, Any]:
     """Grade one submission; always return a result, whatever the notebook does."""
     path = Path(path)
-    result: dict[str, Any] = {"submission": str(path), "assignment": None, "score": 0.0,
-                              "max_score": 0.0, "questions": {}, "cells": [], "errors": []}
+    t0 = time.monotonic()
+    result: dict[str, Any] = {"submission": str(path), "student": path.parent.name,
+                              "assignment": None, "score": 0.0, "max_score": 0.0,
+                              "questions": {}, "cells": [], "errors": []}
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as e:  # not JSON, not a notebook: still graded (zero), with the reason
         nb = None
-        result["errors"].append(f"could not read the notebook: {type(e).__name__}: {e}")
+        result["errors"].append(f"could not read the notebook: {type(e).__name__}: {e}"[:500])
     assignment = _assignment_of(path, nb, known)
     if assignment is None:
         result["errors"].append("no matching assignment in solutions/ (by notebook metadata "
                                 "or file name NN_topic.ipynb)")
+        result["elapsed_s"] = 0.0
         return result
     result["assignment"] = assignment.name
     result["max_score"] = assignment.points
-    tests = [(q.id, t.hidden, name) for q in assignment.questions.values()
-             for t in q.tests for name in t.names]
-    outcomes: dict[tuple[str, str], dict[str, Any]] = {}
+    all_tests = (tests or {}).get(assignment.name) or assignment.load_tests()
+    verdicts: dict[tuple[str, str], str | None] = {}
     if nb is not None:
-        _run_submission(nb, assignment, lab, hide, limits, result, outcomes, work_dir)
+        _run_submission(nb, assignment, all_tests, lab, limits, work_dir or Path(tempfile.gettempdir()),
+                        secure, follower_lock or RWLock(), result, verdicts)
     for q in assignment.questions.values():
-        rows = []
-        for qid, hidden, name in tests:
-            if qid != q.id:
+        rows, hidden_n = [], 0
+        for t in all_tests:
+            if t.question != q.id:
                 continue
-            o = outcomes.get((qid, name), {"passed": False, "message": "not run"})
-            rows.append({"test": name, "hidden": hidden, "passed": bool(o["passed"]),
-                         "message": "" if hidden else o.get("message", "")})
-        passed = bool(rows) and all(r["passed"] for r in rows)
-        result["questions"][q.id] = {"points": q.points, "score": q.points if passed else 0.0,
-                                     "passed": passed, "tests": rows}
-    result["score"] = sum(q["score"] for q in result["questions"].values())
+            failure = verdicts.get((t.question, t.name), "not run")
+            hidden_n += t.hidden
+            rows.append({"test": t.name, "label": f"hidden test {hidden_n}" if t.hidden else t.name,
+                         "hidden": t.hidden, "weight": t.weight, "passed": failure is None,
+                         "message": "" if failure is None else
+                         (t.feedback or "failed") if t.hidden else failure,
+                         "detail": failure or ""})
+        total = sum(r["weight"] for r in rows)
+        got = sum(r["weight"] for r in rows if r["passed"])
+        score = round(q.points * got / total, 2) if total else 0.0
+        result["questions"][q.id] = {"points": q.points, "score": score,
+                                     "passed": bool(rows) and got == total, "tests": rows}
+    result["score"] = round(sum(q["score"] for q in result["questions"].values()), 2)
+    result["elapsed_s"] = round(time.monotonic() - t0, 2)
     return result
 
 
-def _run_submission(nb: Any, assignment: Assignment, lab: Any, hide: list[Path], limits: Limits,
-                    result: dict[str, Any], outcomes: dict[tuple[str, str], dict],
-                    work_dir: Path | None = None) -> None:
-    ns = namespace.create(lab)
-    # Exercise 09 and later: a keyspace and a role of the submission's own on the lab's ring.
-    cns = namespace.create_cassandra(lab) if needs_cassandra(assignment) else None
-    extra_env = cns.env() if cns else None
-    scratch = Path(tempfile.mkdtemp(prefix="sub-", dir=work_dir))
-    deadline = time.monotonic() + limits.submission_timeout_s
-    nonce = secrets.token_hex(8)
-    kernel: _Kernel | None = None
+def _run_submission(nb: Any, assignment: Assignment, all_tests: list[Test], lab: Any,
+                    limits: Limits, work_dir: Path, secure: bool, follower_lock: RWLock,
+                    result: dict[str, Any], verdicts: dict[tuple[str, str], str | None]) -> None:
+    run: Run | None = None
+    sub: GradedSubmission | None = None
     try:
-        kernel = _Kernel(ns, scratch, hide, limits, extra_env)
-        done: list[str] = []  # cells that finished (with or without an error), for a replay
-        for pos, source in _student_cells(nb):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                result["errors"].append("the submission ran out of time; later cells skipped")
-                break
-            r = kernel.run(source, min(limits.cell_timeout_s, left))
-            result["cells"].append({"cell": pos, "status": r["status"], "error": r["error"]})
-            if r["status"] in ("ok", "error"):
-                done.append(source)
-            elif r["status"] == "dead":
-                # A crash (CPU or memory limit, os._exit) costs that cell, not the whole
-                # submission: a fresh kernel replays the cells that had finished.
-                result["errors"].append(f"cell {pos + 1}: {r['error']}; the cells before it "
-                                        "were run again in a new kernel")
-                kernel.close()
-                kernel = _Kernel(ns, scratch, hide, limits, extra_env)
-                for source in done:
-                    kernel.run(source, max(1.0, min(limits.cell_timeout_s,
-                                                    deadline - time.monotonic())))
-        # The solution's tests, not the student's copy of them (which may have been edited).
-        setup = "import labkit.grading.student as _lk_g\n_lk_g._registry.clear()"
-        kernel.run(setup, limits.cell_timeout_s)
-        for q in assignment.questions.values():
-            for t in q.tests:
-                kernel.run("from labkit.grading.student import tests\n" + t.source,
-                           limits.cell_timeout_s)
-        for q in assignment.questions.values():
-            for t in q.tests:
-                for name in t.names:
-                    left = max(1.0, min(limits.cell_timeout_s, deadline - time.monotonic()))
-                    if not kernel.alive():
-                        outcomes[(q.id, name)] = {"passed": False,
-                                                  "message": "the kernel died before this test"}
-                        continue
-                    r = kernel.run(f"import labkit.grading.student as _lk_g\n"
-                                   f"_lk_g._grade_line({nonce!r}, {q.id!r}, {name!r})", left)
-                    outcomes[(q.id, name)] = _parse_result(r, nonce)
+        run = Run(nb, assignment, lab, limits, work_dir, secure, follower_lock)
+        sub = GradedSubmission(run)   # first: it installs the grader's probes
+        run.run_cells()
+        silent = 0   # tests in a row the kernel did not answer
+        for t in all_tests:
+            if run.left_s() <= 0:
+                verdicts[(t.question, t.name)] = "not run: the submission's time was up"
+                continue
+            if silent >= MAX_SILENT_TESTS:
+                verdicts[(t.question, t.name)] = ("not run: your notebook stopped answering "
+                                                  f"({MAX_SILENT_TESTS} tests in a row)")
+                continue
+            uses_fault = "follower" in run.uses and "follower_delay" in _source_of(t)
+            lock = (contextlib.nullcontext() if uses_fault or "follower" not in run.uses
+                    else follower_lock.shared())
+            with lock:
+                verdict = verdicts[(t.question, t.name)] = student.run_test(t.fn, sub)
+            silent = silent + 1 if verdict and verdict.startswith(student.NO_ANSWER) else 0
+            # Whatever a test left in the cache or database stays: later tests of the same
+            # submission start from it, as in the student's notebook.
     except Exception as e:
-        result["errors"].append(f"grading stopped: {type(e).__name__}: {e}")
+        result["errors"].append(f"grading stopped: {type(e).__name__}: {e}"[:1000])
     finally:
-        if kernel is not None:
-            kernel.close()
-        try:
-            namespace.drop(lab, ns)
-        except Exception as e:  # the grade stands; the leftover is named for the instructor
-            result["errors"].append(f"could not drop namespace {ns.name}: {e}")
-        if cns is not None:
-            try:
-                namespace.drop_cassandra(lab, cns)
-            except Exception as e:
-                result["errors"].append(f"could not drop keyspace {cns.keyspace}: {e}")
-        shutil.rmtree(scratch, ignore_errors=True)
+        if sub is not None:
+            sub.close()
+        if run is not None:
+            run.close()
+            result["cells"] = run.cells
+            result["errors"] = run.errors + result["errors"]
 
 
-def needs_cassandra(assignment: Assignment) -> bool:
-    """True when the solution notebook's metadata asks for Cassandra (``labkit.needs``)."""
-    meta = nbformat.read(assignment.path, as_version=4).metadata.get("labkit", {})
-    return "cassandra" in meta.get("needs", [])
+def _source_of(t: Test) -> str:
+    import inspect
+    try:
+        return inspect.getsource(t.fn)
+    except (OSError, TypeError):
+        code = getattr(t.fn, "__code__", None)
+        return " ".join(code.co_names) if code else ""
 
 
-def _parse_result(r: dict[str, Any], nonce: str) -> dict[str, Any]:
-    tag = f"LABKIT-RESULT-{nonce} "
-    for line in r["stdout"].splitlines():
-        if line.startswith(tag):
-            return json.loads(line[len(tag):])
-    return {"passed": False, "message": r["error"] or "the test produced no result"}
-
-
-# -------------------------------------------------------------------------------- output
-
-def feedback_markdown(result: dict[str, Any]) -> str:
-    """A readable report for the student: scores, visible test messages, hidden pass/fail."""
-    lines = [f"# Feedback: {Path(result['submission']).name}", "",
-             f"Assignment: {result['assignment'] or 'unknown'}  ",
-             f"**Score: {result['score']:g} / {result['max_score']:g}**", ""]
-    for err in result["errors"]:
-        lines.append(f"> {err}")
-    if result["errors"]:
-        lines.append("")
-    for qid, q in result["questions"].items():
-        lines += [f"## {qid}: {q['score']:g} / {q['points']:g}", ""]
-        hidden_n = 0
-        for t in q["tests"]:
-            mark = "passed" if t["passed"] else "FAILED"
-            if t["hidden"]:
-                hidden_n += 1
-                lines.append(f"- hidden test {hidden_n}: {mark}")
-            else:
-                msg = "" if t["passed"] or not t["message"] else f": {t['message']}"
-                lines.append(f"- `{t['test']}`: {mark}{msg}")
-        lines.append("")
-    bad = [c for c in result["cells"] if c["status"] != "ok"]
-    if bad:
-        lines += ["## Cells that did not finish cleanly", ""]
-        lines += [f"- cell {c['cell'] + 1}: {c['status']}: {c['error']}" for c in bad]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _report_id(path: Path, seen: set[str]) -> str:
-    rid = path.stem
-    if rid in seen:
-        rid = f"{path.parent.name}__{path.stem}"
-    n = 2
-    while rid in seen:
-        rid, n = f"{path.parent.name}__{path.stem}_{n}", n + 1
-    seen.add(rid)
-    return rid
-
-
-def write_gradebook(results: list[dict[str, Any]], path: Path) -> None:
-    # One assignment: columns q1, q2...; several: 03_cache_aside:q1, ... (ids repeat).
-    several = len({r["assignment"] for r in results if r["assignment"]}) > 1
-    qids: list[str] = []
-    for r in results:
-        for q in r["questions"]:
-            col = f"{r['assignment']}:{q}" if several else q
-            if col not in qids:
-                qids.append(col)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["submission", "assignment", "score", "max_score", *qids, "errors"])
-        for r in results:
-            w.writerow([r["submission"], r["assignment"] or "", f"{r['score']:g}",
-                        f"{r['max_score']:g}",
-                        *[_column(r, col, several) for col in qids], " | ".join(r["errors"])])
-
-
-def _column(r: dict[str, Any], col: str, several: bool) -> str:
-    if several:
-        assignment, _, qid = col.rpartition(":")
-        if assignment != r["assignment"]:
-            return ""
-    else:
-        qid = col
-    return f"{r['questions'][qid]['score']:g}" if qid in r["questions"] else ""
+def check_isolation(insecure: bool) -> bool:
+    """True for full isolation; False (with a warning) when ``insecure``; else refuse."""
+    found = probe()
+    if found["ok"]:
+        return True
+    why = "; ".join(found["missing"])
+    if not insecure:
+        raise InsecureRefused(
+            f"cannot isolate submissions here: {why}. Install what is missing (bash "
+            "containers/bootstrap.sh; `labkit doctor` checks it) and grade as root, or pass "
+            "--insecure to grade without isolation (a submission could then read other "
+            "files and reach other servers; use it for your own solutions only)")
+    import sys
+    print(f"labkit grade: WARNING: grading without isolation (--insecure): {why}",
+          file=sys.stderr)
+    return False
 
 
 def grade(paths: list[Path], lab: Any, out_dir: Path, *, solutions_dir: Path | None = None,
-          limits: Limits = Limits(), jobs: int = 2) -> list[dict[str, Any]]:
+          limits: Limits = Limits(), jobs: int = 2, insecure: bool = False,
+          exports: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Grade notebooks (or folders of them) against ``lab``; write reports to ``out_dir``.
 
     ``solutions_dir`` (default: the repository's ``solutions/``) holds the tests. ``jobs``
-    submissions run at once (each in its own kernel and namespace).
+    submissions run at once. Without full isolation this raises ``InsecureRefused`` unless
+    ``insecure=True``. ``exports`` also writes the gradebook as ``canvas`` and/or
+    ``gradescope`` CSV (``labkit.grading.export``).
     """
+    secure = check_isolation(insecure)
     solutions_dir = Path(solutions_dir or REPO / "solutions").resolve()
     known = assignments(solutions_dir)
+    tests = {name: a.load_tests() for name, a in known.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # What the student's kernel must not see: the lab's credentials, the hidden tests (also
-    # in git's objects), and other students' reports.
-    hide = [Path(lab.config.lab_dir).resolve(), solutions_dir, out_dir.resolve()]
-    if (REPO / ".git").is_dir():
-        hide.append(REPO / ".git")
-    mode = sandbox_mode()
-    if mode == "none":
-        print("labkit grade: not running as root, so submissions run under your own account "
-              "and could read the lab's credentials; grade as root for full isolation",
-              file=sys.stderr)
-    elif mode == "account":
-        from labkit.grading.sandbox import _blocked_ancestor
-        for path in (Path(sys.base_prefix), Path(sys.prefix), REPO):
-            blocked = _blocked_ancestor(path)
-            if blocked is not None:
-                raise ServiceError(
-                    f"graded kernels run as {STUDENT_ACCOUNT}, which cannot enter {blocked} "
-                    f"(on the way to {path}), and mount namespaces are not permitted here to "
-                    "work around it; install Python and labkit outside it (e.g. a venv under "
-                    "/opt) or grade where `unshare --mount --pid` works")
-        print("labkit grade: `unshare --mount --pid` is not permitted here (a container "
-              "without CAP_SYS_ADMIN?), so submissions run as the unprivileged account "
-              f"{STUDENT_ACCOUNT} but could read world-readable files such as solutions/; "
-              "grade on a host or a privileged container for full isolation", file=sys.stderr)
     subs = find_submissions(paths)
     lock = threading.Lock()
+    follower_lock = RWLock()
     seen: set[str] = set()
-
-    # Scratch directories live in a parent others may enter but not list (0711): a kernel
-    # knows its own random name only, so it cannot find a concurrent submission's files.
+    # Scratch directories live in a parent others may enter but not list (0711).
     work_dir = Path(tempfile.mkdtemp(prefix="labkit-grade-"))
     work_dir.chmod(0o711)
 
     def one(path: Path) -> dict[str, Any]:
-        r = grade_one(path, known, lab, hide, limits, work_dir)
+        try:
+            r = grade_one(path, known, lab, limits, work_dir, secure=secure,
+                          follower_lock=follower_lock, tests=tests)
+        except Exception as e:  # the class goes on; this one is named in the gradebook
+            r = {"submission": str(path), "student": Path(path).parent.name, "assignment": None,
+                 "score": 0.0, "max_score": 0.0, "questions": {}, "cells": [], "elapsed_s": 0.0,
+                 "errors": [f"grading failed: {type(e).__name__}: {e}"[:1000]]}
         with lock:
-            rid = _report_id(path, seen)
+            rid = report_id(Path(path), seen)
         r["report_id"] = rid
-        (out_dir / f"{rid}.json").write_text(json.dumps(r, indent=2))
+        (out_dir / f"{rid}.json").write_text(json.dumps(r, indent=2, default=str))
         (out_dir / f"{rid}.md").write_text(feedback_markdown(r))
         return r
 
@@ -454,4 +567,7 @@ def grade(paths: list[Path], lab: Any, out_dir: Path, *, solutions_dir: Path | N
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     write_gradebook(results, out_dir / "gradebook.csv")
+    from labkit.grading import export
+    for kind in exports:
+        export.EXPORTS[kind](results, out_dir / f"{kind}.csv")
     return results

@@ -13,10 +13,10 @@ a database, a vhost, a Cassandra cluster keep the password they were made with. 
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Callable, Mapping
 
+from labkit._proc import new_password
 from labkit._state import StateError, write_private
 
 FILE = "secrets.json"
@@ -24,7 +24,7 @@ FILE = "secrets.json"
 
 def token() -> str:
     """A fresh random password."""
-    return secrets.token_urlsafe(18)
+    return new_password()
 
 
 def load(lab_dir: Path, wanted: Mapping[str, Callable[[], str]], *,

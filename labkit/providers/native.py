@@ -88,6 +88,13 @@ def binary_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
     v = _version_of([mvn, "--version"]) if mvn else None
     checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
     checks.append(_haproxy_check())
+    # `labkit grade` isolates each submission with bubblewrap and socat forwarders.
+    bwrap = shutil.which("bwrap")
+    v = _version_of([bwrap, "--version"]) if bwrap else None
+    checks.append(("bwrap", bool(v), v or "not found", "any (labkit grade)"))
+    socat = shutil.which("socat")
+    v = _version_of([socat, "-V"]) if socat else None
+    checks.append(("socat", bool(v), v or "not found", "any (labkit grade)"))
     return checks
 
 

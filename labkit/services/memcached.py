@@ -28,15 +28,27 @@ def read_until(sock: socket.socket, *endings: bytes) -> bytes:
 
 
 def memcached_command(host: str, port: int, line: bytes, timeout_s: float = 1.0) -> bytes:
-    """Send one text-protocol line, return the first response line (without CRLF)."""
-    with socket.create_connection((host, port), timeout=timeout_s) as s:
+    """Send one text-protocol line, return the first response line (without CRLF).
+
+    ``host`` may be the path of a unix socket (then ``port`` is ignored).
+    """
+    if host.startswith("/"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout_s)
+        s.connect(host)
+    else:
+        s = socket.create_connection((host, port), timeout=timeout_s)
+    with s:
         s.sendall(line)
         data = read_until(s, b"\r\n")
     return data.strip()
 
 
 class Memcached(NativeService):
-    """One memcached instance on loopback.
+    """One memcached instance on loopback, or on a unix socket only (``socket=PATH``).
+
+    The unix-socket form is a graded submission's private cache (``labkit.grading``): no TCP
+    port at all, reachable only through that path (memcached has no access control).
 
     >>> mc = Memcached(Path("/tmp/lab/memcached-0"), memory_mb=64).start()  # doctest: +SKIP
     >>> mc.host_port                                                         # doctest: +SKIP
@@ -48,9 +60,11 @@ class Memcached(NativeService):
 
     def __init__(self, workdir: Path, *, index: int = 0, port: int = 0,
                  memory_mb: int = DEFAULT_MEMORY_MB, binary: str = "memcached",
-                 host: str = "127.0.0.1", user: str | None = None, timeout_s: float = 30.0) -> None:
+                 host: str = "127.0.0.1", user: str | None = None, timeout_s: float = 30.0,
+                 socket: Path | None = None, threads: int = 2) -> None:
         super().__init__(workdir, host=host, user=user, timeout_s=timeout_s)
         self.index, self.port, self.memory_mb, self.binary = index, port, memory_mb, binary
+        self.socket, self.threads = (Path(socket) if socket else None), threads
 
     @property
     def name(self) -> str:
@@ -62,26 +76,40 @@ class Memcached(NativeService):
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return str(self.socket) if self.socket else f"{self.host}:{self.port}"
+
+    @property
+    def server(self) -> str | tuple[str, int]:
+        """What pymemcache takes: the socket's path, or (host, port)."""
+        return str(self.socket) if self.socket else self.host_port
 
     def _launch(self) -> None:
-        if not self.port:
-            self.port = PortAllocator(self.host).take()
-        # -U 0: no UDP listener (memcached's UDP port was an amplification vector, and unused here).
-        cmd = [self.binary, "-l", self.host, "-p", str(self.port), "-U", "0",
-               "-m", str(self.memory_mb), "-c", "4096", "-t", "2"]
+        if self.socket:  # -s: this socket only, no TCP; -a: mode of the socket file
+            where = ["-s", str(self.socket), "-a", "0666"]
+        else:
+            if not self.port:
+                self.port = PortAllocator(self.host).take()
+            # -U 0: no UDP listener (an amplification vector, and unused here).
+            where = ["-l", self.host, "-p", str(self.port), "-U", "0"]
+        cmd = [self.binary, *where, "-m", str(self.memory_mb), "-c", "4096",
+               "-t", str(self.threads)]
         self.procs.append(spawn(self.name, cmd, cwd=self.workdir, log_path=self.log_path,
                                 user=self.user))
 
+    def _command(self, line: bytes) -> bytes:
+        if self.socket:
+            return memcached_command(str(self.socket), 0, line)
+        return memcached_command(self.host, self.port, line)
+
     def ready(self) -> bool:
-        return memcached_command(self.host, self.port, b"version\r\n").startswith(b"VERSION ")
+        return self._command(b"version\r\n").startswith(b"VERSION ")
 
     def version(self) -> str:
-        return memcached_command(self.host, self.port, b"version\r\n").decode().split()[1]
+        return self._command(b"version\r\n").decode().split()[1]
 
     def flush(self) -> None:
         """Invalidate every item (``flush_all``)."""
-        answer = memcached_command(self.host, self.port, b"flush_all\r\n")
+        answer = self._command(b"flush_all\r\n")
         if answer != b"OK":
             raise ServiceError(f"{self.name}: flush_all answered {answer!r}")
 

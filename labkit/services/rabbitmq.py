@@ -152,6 +152,26 @@ class RabbitMQ(NativeService):
                    user=self.user, env=env, cwd=self.workdir, what="rabbitmqctl (rabbitmq)",
                    timeout_s=timeout_s)
 
+    def add_vhost(self, vhost: str, *, user: str, password: str) -> None:
+        """A vhost with a user of its own (no tags: no management, no other vhost).
+
+        The lab's own user gets every permission there too, so that the grader can publish
+        into it and inspect its queues with the lab's credentials.
+        """
+        self.ctl("add_vhost", vhost)
+        self.ctl("add_user", user, password)
+        for who in (user, self.username):
+            self.ctl("set_permissions", "-p", vhost, who, ".*", ".*", ".*")
+
+    def delete_vhost(self, vhost: str, *, user: str) -> None:
+        """Delete the vhost (its queues and messages) and its user (idempotent)."""
+        for args in (("delete_vhost", vhost), ("delete_user", user)):
+            try:
+                self.ctl(*args)
+            except ServiceError as e:
+                if "not_found" not in str(e) and "does not exist" not in str(e).lower():
+                    raise
+
     def queues(self) -> list[str]:
         """The names of every queue in the lab's vhost."""
         out = self.ctl("list_queues", "-p", self.vhost, "--formatter", "json", "name")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labkit._proc import new_password
 
 __all__ = ["CassandraCredentials", "DEFAULT_SUPERUSER", "write_secret"]
 
 
 def _token() -> str:
-    return secrets.token_urlsafe(18)
+    return new_password()
 
 
 @dataclass(frozen=True)
