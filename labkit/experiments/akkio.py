@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit.backend.akkio import (AkkioClient, LocationDB, MigrationPolicy, PlacementService,
-                                  RegionStore, sign_up)
-from labkit.backend.cache import percentile
+from labkit.backend.akkio import (AkkioClient, LocationCache, LocationDB, MigrationPolicy,
+                                  PlacementService, RegionStore, cache_prefix, sign_up)
+from labkit.backend.cache import connect_cache, percentile
 from labkit.backend.feeds import DDL_TIMEOUT_S
 
 POLICIES = ("static", "akkio", "replicated")
@@ -137,6 +137,11 @@ def run_policy(lab: Any, dbname: str, policy: str, workload: Workload, *,
     db = LocationDB(lab.leader.dsn(dbname))
     db.conn.execute("TRUNCATE akkio_location")
     homes = workload.homes()
+    # An earlier run of this policy cached where its users ended up: not where they start now.
+    cache = LocationCache(connect_cache(lab.cache_servers), cache_prefix(keyspace))
+    for user in homes:
+        cache.invalidate(user)
+    cache.cache.close()
     for user, home in homes.items():
         sign_up(db, stores[home], user, home, replicated=policy == "replicated")
         history = list(range(-workload.history, 0))

@@ -15,7 +15,7 @@ import pytest
 import labkit as lk
 from labkit.backend.akkio import (AccessCounters, AkkioClient, Fenced, Location,
                                   LocationCache, LocationDB, MigrationPolicy, PlacementService,
-                                  RegionStore, RegionUnavailable, sign_up)
+                                  RegionStore, RegionUnavailable, cache_prefix, sign_up)
 from labkit.backend.cache import connect_cache
 
 KEYSPACE = "akkio_test"
@@ -68,7 +68,7 @@ def world(lab):
     db = LocationDB(lab.leader.dsn(dbname))
     yield {"lab": lab, "svc": svc, "stores": stores, "db": db, "net": net,
            "clients": {r: AkkioClient(r, stores[r], svc.client()) for r in net.regions},
-           "cache": LocationCache(connect_cache(lab.cache_servers))}
+           "cache": LocationCache(connect_cache(lab.cache_servers), cache_prefix(KEYSPACE))}
     svc.stop()
     net.close()
     lab.postgres.drop_database(dbname)

@@ -7,11 +7,11 @@ the region-aware client (``client``).
 """
 
 from labkit.backend.akkio.client import AkkioClient, RegionUnavailable, Request, sign_up
-from labkit.backend.akkio.location import Location, LocationCache, LocationDB
+from labkit.backend.akkio.location import Location, LocationCache, LocationDB, cache_prefix
 from labkit.backend.akkio.policy import AccessCounters, MigrationPolicy
 from labkit.backend.akkio.service import Placement, PlacementClient, PlacementService
 from labkit.backend.akkio.store import Fenced, RegionStore, migrate
 
 __all__ = ["AccessCounters", "AkkioClient", "Fenced", "Location", "LocationCache",
            "LocationDB", "MigrationPolicy", "Placement", "PlacementClient", "PlacementService",
-           "RegionStore", "RegionUnavailable", "Request", "migrate", "sign_up"]
+           "RegionStore", "RegionUnavailable", "Request", "cache_prefix", "migrate", "sign_up"]

@@ -3,7 +3,7 @@
 Introduced in notebooks/10_akkio_placement.ipynb. One row per user: home ``region``, the
 placement ``version`` (bumped by every move; the fence writes are checked against), and
 ``moving`` while a migration runs. The cache holds ``region:version`` under
-``akkio:loc:<user_id>``; a move deletes it after the new location commits. A cache entry that
+``akkio:<keyspace>:loc:<user_id>``; a move deletes it after the new location commits. A cache entry that
 survives a move anyway (a lookup that read the old row just before the commit, and set it
 just after the delete) is caught by the fence: the old region refuses the request and the
 client asks again, bypassing the cache.
@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["Location", "LocationCache", "LocationDB"]
+__all__ = ["Location", "LocationCache", "LocationDB", "cache_prefix"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS akkio_location (
@@ -85,10 +85,15 @@ class LocationDB:
         return float(row[0]) if row else 0.0
 
 
-class LocationCache:
-    """``user_id -> Location`` in Memcached (a pymemcache client)."""
+def cache_prefix(keyspace: str) -> str:
+    """The cache keys of one placement (one keyspace): runs side by side never share entries."""
+    return f"akkio:{keyspace}:loc"
 
-    def __init__(self, cache: Any, ttl_s: int = 300, prefix: str = "akkio:loc") -> None:
+
+class LocationCache:
+    """``user_id -> Location`` in Memcached (a pymemcache client), keys under ``prefix``."""
+
+    def __init__(self, cache: Any, prefix: str, ttl_s: int = 300) -> None:
         self.cache, self.ttl_s, self.prefix = cache, ttl_s, prefix
 
     def key(self, user_id: int) -> str:

@@ -195,7 +195,7 @@ def _handler(placement: Placement) -> type[BaseHTTPRequestHandler]:
 def main(argv: list[str] | None = None) -> int:
     from cassandra.auth import PlainTextAuthProvider  # noqa: F401 (driver present)
 
-    from labkit.backend.akkio.location import LocationCache, LocationDB
+    from labkit.backend.akkio.location import LocationCache, LocationDB, cache_prefix
     from labkit.backend.akkio.policy import AccessCounters, MigrationPolicy
     from labkit.backend.akkio.store import RegionStore
     from labkit.backend.cache import connect_cache
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         stores[region].create()
     policy = MigrationPolicy(**cfg["policy"]) if cfg.get("policy") else None
     placement = Placement(LocationDB(cfg["dsn"]),
-                          LocationCache(connect_cache([tuple(cfg["memcached"])], pooled=True)),
+                          LocationCache(connect_cache([tuple(cfg["memcached"])], pooled=True),
+                                        cache_prefix(cfg["keyspace"])),
                           AccessCounters(cfg.get("window_s", 10.0)), policy, stores)
     server = ThreadingHTTPServer((cfg["host"], cfg["port"]), _handler(placement))
     server.daemon_threads = True
