@@ -17,7 +17,7 @@ need_sudo() {
 
 if [ "$(uname -s)" = "Darwin" ]; then
   command -v brew >/dev/null || { echo "Install Homebrew first (https://brew.sh), then run this again." >&2; exit 1; }
-  for f in postgresql@15 memcached rabbitmq openjdk@17 maven haproxy python@3.11; do
+  for f in postgresql@15 memcached rabbitmq openjdk@17 maven haproxy toxiproxy python@3.11; do
     brew list --versions "$f" >/dev/null 2>&1 || { log "brew install $f"; brew install "$f"; }
   done
   PYTHON="${PYTHON:-$(brew --prefix python@3.11)/bin/python3.11}"
@@ -62,6 +62,26 @@ else
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
   fi
   PYTHON="${PYTHON:-python3}"
+  # Toxiproxy puts distance between the regions of notebook 10 (this kernel has no netem).
+  # Debian has no package: build the pinned release with Go (its go.mod asks for Go 1.19,
+  # which is Debian bookworm's golang-go) and install the binary on PATH.
+  if ! command -v toxiproxy-server >/dev/null; then
+    GO=$(command -v go || true)
+    [ -n "$GO" ] || { [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go; } || true
+    if [ -z "$GO" ]; then
+      log "installing Debian package golang-go (to build Toxiproxy)"
+      need_sudo
+      $SUDO apt-get update -q
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends golang-go
+      GO=$(command -v go)
+    fi
+    gotmp=$(mktemp -d)
+    log "building Toxiproxy v2.8.0 with $("$GO" version)"
+    GOPATH="$gotmp/gopath" GOBIN="$gotmp/bin" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+      "$GO" install github.com/Shopify/toxiproxy/v2/cmd/server@v2.8.0
+    $SUDO install -m 0755 "$gotmp/bin/server" /usr/local/bin/toxiproxy-server
+    rm -rf "$gotmp"
+  fi
 fi
 
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "labkit needs Python >= 3.10"'

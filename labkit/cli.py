@@ -202,6 +202,8 @@ EXPERIMENTS = {
                     "Cassandra t-visibility per (W, R), slow and stopped replicas, convergence"),
     "canary": ("labkit.experiments.canary",
                "canary releases judged against a baseline: rollbacks and detection time per judge"),
+    "akkio": ("labkit.experiments.akkio",
+              "static placement vs Akkio migration vs full replication over two regions"),
 }
 
 

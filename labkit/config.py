@@ -285,6 +285,13 @@ class LabConfig:
         "heap per Cassandra node in MB: a whole number from 256 to 65536"))] = 512
     java_bin: Program = "java"
     mvn_bin: Program = "mvn"
+    # The regions topology: Toxiproxy links between the regions (labkit.services.regions).
+    toxiproxy_bin: Program = field(
+        default_factory=lambda: shutil.which("toxiproxy-server") or "toxiproxy-server")
+    region_delay_ms: Annotated[float, Field(ge=0, le=5000, description=(
+        "one-way delay between two regions in ms (a round trip pays it twice): 0 to 5000"))] = 40.0
+    local_delay_ms: Annotated[float, Field(ge=0, le=5000, description=(
+        "one-way delay from a region's clients to its own cluster in ms: 0 to 5000"))] = 0.0
     docker_host: Annotated[str, _hint(
         "the Docker engine's address (unix:///path or tcp://host:port); default DOCKER_HOST, "
         "else unix:///var/run/docker.sock")] = field(

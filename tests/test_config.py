@@ -134,6 +134,7 @@ BAD = {
     "pg_bin_dir": "", "memcached_bin": "", "rabbitmq_server_bin": 5, "epmd_bin": "",
     "cassandra": "mesh", "cassandra_heap_mb": 64, "java_bin": "", "mvn_bin": 3,
     "provider": "kubernetes", "external": "10.0.0.5", "docker_host": "docker.example",
+    "toxiproxy_bin": "", "region_delay_ms": -1, "local_delay_ms": "far",
 }
 
 

@@ -71,6 +71,8 @@ class Lab:
             state = _state.read(config.lab_dir)
             lab._build_from(state, attaching=False)
             lab._start_missing(progress=progress)
+            for kind, handle in lab._kinds():
+                kind.after_up(handle, lab)
         return lab
 
     @classmethod

@@ -11,9 +11,10 @@ from labkit.lab.kinds.cassandra import CassandraKind
 from labkit.lab.kinds.memcached import MemcachedKind
 from labkit.lab.kinds.postgres import PostgresKind
 from labkit.lab.kinds.rabbitmq import RabbitMQKind
+from labkit.lab.kinds.toxiproxy import ToxiproxyKind
 
 KINDS: tuple[ServiceKind, ...] = (PostgresKind(), MemcachedKind(), RabbitMQKind(),
-                                  CassandraKind())
+                                  CassandraKind(), ToxiproxyKind())
 BY_NAME: dict[str, ServiceKind] = {k.name: k for k in KINDS}
 #: ``lab.<attribute>`` -> (kind, its method): ``lab.postgres``, ``lab.cassandra_topologies``...
 ATTRIBUTES: dict[str, tuple[ServiceKind, str]] = {

@@ -113,6 +113,9 @@ class ServiceKind:
         """Connection settings as environment variables (``labkit env``)."""
         return {}
 
+    def after_up(self, handle: Any, lab: "Lab") -> None:
+        """Once every server answers: connect what joins two kinds (Toxiproxy's links)."""
+
     def status_rows(self, handle: Any, lab: "Lab") -> list[dict[str, Any]]:
         """One row per server: name, ok, address, version (and lag)."""
         rows: list[dict[str, Any]] = []
