@@ -192,8 +192,9 @@ def _print_speedups() -> None:
 
 
 # ----------------------------------------------------------------------------- experiments
-# `labkit experiment NAME ...`: each experiment module gives `add_arguments(parser)` and
-# `run_cli(args, lab)`; the options and the run live there. Registered here by name, with the
+# `labkit experiment NAME ...`: each experiment module gives `add_arguments(parser)`,
+# `check_args(args)` (what is wrong, before any server starts) and `run_cli(args, lab)`; the
+# options and the run live there. Registered here by name, with the
 # one-line help, so a new experiment joins in one line.
 EXPERIMENTS = {
     "herd": ("labkit.experiments.herd",
@@ -210,7 +211,12 @@ EXPERIMENTS = {
 def _experiment_runner(module_name: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
-        return importlib.import_module(module_name).run_cli(args, Lab.up(_config(args)))
+        module = importlib.import_module(module_name)
+        problem = module.check_args(args)  # before any server starts: bad input changes nothing
+        if problem:
+            print(f"labkit experiment {args.experiment}: {problem}", file=sys.stderr)
+            return 2
+        return module.run_cli(args, Lab.up(_config(args)))
     return run
 
 

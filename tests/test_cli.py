@@ -113,3 +113,24 @@ def test_jupyter_opens_at_the_working_directory_outside_a_checkout(tmp_path, mon
     monkeypatch.setattr(cli, "REPO", tmp_path / "site-packages")  # as a wheel install sees it
     monkeypatch.chdir(tmp_path)
     assert cli.jupyter_dir() == tmp_path
+
+
+BAD_EXPERIMENT_ARGS = {
+    "herd": (["--lease", "nope"], "--lease nope: choose from"),
+    "consistency": (["--pairs", "ONE/SOMETIMES"], "--pairs/--delays"),
+    "canary": (["--kinds", "good,sneaky"], "--kinds: choose from"),
+    "akkio": (["--policy", "nope"], "--policy nope: choose from"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_EXPERIMENT_ARGS))
+def test_an_experiment_with_bad_arguments_starts_nothing(name, tmp_path, capsys):
+    """Bad input is refused before `Lab.up`: no server starts, the lab directory stays empty."""
+    from labkit.cli import EXPERIMENTS
+    assert set(BAD_EXPERIMENT_ARGS) == set(EXPERIMENTS)  # a new experiment needs a case here
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    bad, says = BAD_EXPERIMENT_ARGS[name]
+    assert main(["--lab-dir", str(lab_dir), "experiment", name, *bad]) == 2
+    assert says in capsys.readouterr().err
+    assert list(lab_dir.iterdir()) == []

@@ -305,12 +305,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(cassandra="regions")  # the lab it needs: two regions, Toxiproxy between
 
 
-def run_cli(args: argparse.Namespace, lab: Any) -> int:
-    policies = POLICIES if args.policy == "all" else tuple(args.policy.split(","))
-    bad = [p for p in policies if p not in POLICIES]
+def _policies(args: argparse.Namespace) -> tuple[str, ...]:
+    return POLICIES if args.policy == "all" else tuple(p.strip() for p in args.policy.split(","))
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``args`` (checked before any server starts), or None."""
+    bad = [p for p in _policies(args) if p not in POLICIES]
     if bad:
-        print(f"--policy {','.join(bad)}: choose from {', '.join(POLICIES)} or all")
-        return 2
+        return f"--policy {','.join(bad)}: choose from {', '.join(POLICIES)} or all"
+    if args.users < 1 or args.duration_s <= 0 or args.rate <= 0:
+        return "--users, --duration-s and --rate must be positive"
+    if not 0 <= args.travel_share <= 1:
+        return "--travel-share: a share of the users, from 0 to 1"
+    return None
+
+
+def run_cli(args: argparse.Namespace, lab: Any) -> int:
+    policies = _policies(args)
     w = Workload(users=args.users, duration_s=args.duration_s, rate=args.rate,
                  travel_share=args.travel_share)
     result = run_experiment(lab, w, policies)

@@ -226,15 +226,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the result rows here as JSON")
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``args`` (checked before any server starts), or None."""
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or not all(k in KINDS for k in kinds) or not 1 <= args.runs <= 100:
+        return f"--kinds: choose from {', '.join(KINDS)}; --runs: 1 to 100"
+    if not 1 <= args.percent <= 50:
+        return "--percent: 1 to 50 (the baseline gets as much as the canary)"
+    return None
+
+
 def run_cli(args: argparse.Namespace, lab: Any) -> int:
     """Run the experiment described by ``args`` on ``lab``; print the table."""
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    if not all(k in KINDS for k in kinds) or not 1 <= args.runs <= 100:
-        print(f"--kinds: choose from {', '.join(KINDS)}; --runs: 1 to 100")
-        return 2
-    if not 1 <= args.percent <= 50:
-        print("--percent: 1 to 50 (the baseline gets as much as the canary)")
-        return 2
 
     def progress(row: dict) -> None:
         t = "-" if row["decision_s"] is None else f"{row['decision_s']:.0f} s"

@@ -568,21 +568,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the results (and histories) here as JSON")
 
 
-def run_cli(args: argparse.Namespace, lab: Any) -> int:
-    """Run the phases of ``args`` on ``lab``'s ring; print the tables."""
+def _parsed(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, ...]], list[float]]:
+    """(phases, (W, R) pairs, delays in ms) from ``args``; ValueError names what is wrong."""
     phases = [s.strip() for s in args.phases.split(",") if s.strip()]
     unknown = set(phases) - {"baseline", "slow", "outage"}
     if unknown:
-        print(f"--phases {','.join(sorted(unknown))}: choose from baseline, slow, outage")
-        return 2
+        raise ValueError(f"--phases {','.join(sorted(unknown))}: choose from baseline, slow, "
+                         "outage")
     try:
         pairs = [tuple(p.strip().upper().split("/")) for p in args.pairs.split(",")]
         for w, r in pairs:
             feeds.consistency(w), feeds.consistency(r)
         delays = [float(d) for d in args.delays.split(",")]
     except ValueError as e:
-        print(f"--pairs/--delays: {e} (pairs look like ONE/QUORUM, delays like 0,20,500)")
-        return 2
+        raise ValueError(f"--pairs/--delays: {e} (pairs look like ONE/QUORUM, delays like "
+                         "0,20,500)") from None
+    return phases, pairs, delays
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``args`` (checked before any server starts), or None."""
+    try:
+        _parsed(args)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def run_cli(args: argparse.Namespace, lab: Any) -> int:
+    """Run the phases of ``args`` on ``lab``'s ring; print the tables."""
+    phases, pairs, delays = _parsed(args)
     try:
         ks = prepare(lab, args.keyspace)
     except RuntimeError as e:

@@ -321,17 +321,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the result rows here as JSON")
 
 
-def run_cli(args: argparse.Namespace, lab: Any) -> int:
-    """Run the experiment described by ``args`` on ``lab``; print the table."""
+def _clients_and_leases(args: argparse.Namespace) -> tuple[list[int], list[str]]:
     clients = [int(c) for c in str(args.clients).split(",") if c.strip()]
-    if any(not 1 <= c <= 256 for c in clients):
-        print("--clients: choose 1 to 256 (PostgreSQL's max_connections is 300)")
-        return 2
     leases = list(KINDS) if args.lease == "all" else [s.strip() for s in args.lease.split(",")]
+    return clients, leases
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``args`` (checked before any server starts), or None."""
+    try:
+        clients, leases = _clients_and_leases(args)
+    except ValueError:
+        return f"--clients {args.clients}: numbers separated by commas, e.g. 1,16,64"
+    if not clients or any(not 1 <= c <= 256 for c in clients):
+        return "--clients: choose 1 to 256 (PostgreSQL's max_connections is 300)"
     unknown = [k for k in leases if k not in KINDS]
     if unknown:
-        print(f"--lease {','.join(unknown)}: choose from {', '.join(KINDS)} or 'all'")
-        return 2
+        return f"--lease {','.join(unknown)}: choose from {', '.join(KINDS)} or 'all'"
+    return None
+
+
+def run_cli(args: argparse.Namespace, lab: Any) -> int:
+    """Run the experiment described by ``args`` on ``lab``; print the table."""
+    clients, leases = _clients_and_leases(args)
     dsn = prepare(lab.leader)
     rows = sweep(dsn, lab.cache_servers, clients=clients, leases=leases, rounds=args.rounds,
                  mode=args.mode, processes=args.processes, refill_ms=args.refill_ms,
@@ -355,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab-dir", type=Path)
     add_arguments(p)
     args = p.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        p.error(problem)
     return run_cli(args, Lab.up(LabConfig.load(lab_dir=args.lab_dir)))
 
 
