@@ -56,6 +56,17 @@ def test_doctor_lists_native_external_and_docker(capsys, monkeypatch, tmp_path):
     assert "apt-get install docker.io" in rows["docker"]
 
 
+def test_a_missing_toxiproxy_is_named_with_how_to_get_it(capsys, monkeypatch, tmp_path):
+    """No Debian package has Toxiproxy: doctor must not print an apt-get line that fails."""
+    monkeypatch.setenv("LABKIT_TOXIPROXY_BIN", str(tmp_path / "no-toxiproxy"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["toxiproxy", "MISSING"] for line in out.splitlines())
+    assert "`bash containers/bootstrap.sh` builds v2.8.0" in out
+    assert not [line for line in out.splitlines()
+                if "apt-get install -y" in line and "toxiproxy" in line]
+
+
 def test_the_docker_check_knows_an_engine_from_something_else(tmp_path):
     sock = tmp_path / "docker.sock"
     engine = _serve(sock, {"/_ping": (200, b"OK"),
