@@ -37,7 +37,7 @@ def _make_a_mess(lab) -> psutil.Process:
         ch = conn.channel()
         ch.queue_declare("notifications", durable=True, auto_delete=False)
         ch.basic_publish(amqp.Message(b"like 42", delivery_mode=2), routing_key="notifications")
-    Client(lab.cache_servers[0]).set("like_count:42", b"7")
+    Client(lab.cache_servers[0]).set("like_count:42", b"7", noreply=False)
     workdir = lab.config.lab_dir / "celery-notify"
     workdir.mkdir()
     helper = spawn("celery-notify-0", [sys.executable, "-c", "import time; time.sleep(600)"],
