@@ -29,7 +29,7 @@ def new_password(nbytes: int = 18) -> str:
     """A fresh random password, safe as a command-line argument and in SQL and URL literals.
 
     URL-safe base64 (no quote, no slash); never starting with ``-``, which ``rabbitmqctl
-    add_user``, ``cqlsh -p`` and ``nodetool -pw`` would read as an option (1 in 32 of plain
+    add_user``, ``cqlsh -p`` and ``nodetool -pw`` would read as an option (1 in 64 of plain
     ``token_urlsafe`` values did).
     """
     while True:
