@@ -125,10 +125,6 @@ class Router(NativeService):
 
     # ------------------------------------------------------------------------ addresses
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def socket_path(self) -> Path:
         return self.workdir / "haproxy.sock"
 

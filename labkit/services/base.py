@@ -58,7 +58,8 @@ class NativeService:
 
     @property
     def address(self) -> str:
-        raise NotImplementedError
+        """Where clients reach it: ``host:port`` (a service without one ``port`` says its own)."""
+        return f"{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:

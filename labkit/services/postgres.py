@@ -112,10 +112,6 @@ class PostgresServer(NativeService):
         return f"follower{self.index}" if self.is_follower else "leader"
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
 

@@ -48,10 +48,6 @@ class RabbitMQ(NativeService):
         self.server_bin, self.epmd_bin = server_bin, epmd_bin
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def host_port(self) -> tuple[str, int]:
         return (self.host, self.port)
 

@@ -42,10 +42,6 @@ class Toxiproxy(NativeService):
         self.port, self.binary = port, binary
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def api_url(self) -> str:
         return f"http://{self.address}"
 

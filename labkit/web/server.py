@@ -44,10 +44,6 @@ class WebServer(HelperService):
         self.preload, self.gc_mode = preload, check_gc_mode(gc_mode)
         self.profile_dir = Path(profile_dir).resolve() if profile_dir else None
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
     def url(self, path: str = "/") -> str:
         return f"http://{self.host}:{self.port}{path}"
 

@@ -193,8 +193,6 @@ def _handler(placement: Placement) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cassandra.auth import PlainTextAuthProvider  # noqa: F401 (driver present)
-
     from labkit.backend.akkio.location import LocationCache, LocationDB, cache_prefix
     from labkit.backend.akkio.policy import AccessCounters, MigrationPolicy
     from labkit.backend.akkio.store import RegionStore
@@ -256,10 +254,6 @@ class PlacementService(HelperService):
     @property
     def name(self) -> str:
         return f"placement-{self.keyspace}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def _launch(self) -> None:
         from labkit._proc import PortAllocator, spawn
