@@ -16,15 +16,9 @@ import json
 from pathlib import Path
 from typing import Callable, Mapping
 
-from labkit._proc import new_password
 from labkit._state import StateError, write_private
 
 FILE = "secrets.json"
-
-
-def token() -> str:
-    """A fresh random password."""
-    return new_password()
 
 
 def load(lab_dir: Path, wanted: Mapping[str, Callable[[], str]], *,

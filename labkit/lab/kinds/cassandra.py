@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit._proc import ServiceError
+from labkit._proc import ServiceError, new_password
 from labkit.config import CASSANDRA_TOPOLOGIES
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.lab.secrets import token
 from labkit.providers import external
 from labkit.services.cassandra import Cassandra, CassandraCredentials
 
@@ -23,8 +22,8 @@ Topologies = dict[str, Cassandra]
 
 class CassandraKind(ServiceKind):
     name = "cassandra"
-    secrets = {"cassandra_user": lambda: "lab", "cassandra_password": token,
-               "cassandra_jmx_password": token}
+    secrets = {"cassandra_user": lambda: "lab", "cassandra_password": new_password,
+               "cassandra_jmx_password": new_password}
     accessors = ("cassandra_topologies",)
 
     @staticmethod

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from labkit._proc import new_password
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.lab.secrets import token
 from labkit.lab.status import size
 from labkit.providers import external
 from labkit.services.postgres import Postgres
@@ -14,7 +14,7 @@ from labkit.services.postgres import Postgres
 
 class PostgresKind(ServiceKind):
     name = "postgres"
-    secrets = {"pg_password": token}
+    secrets = {"pg_password": new_password}
 
     def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Postgres:
         cfg = ctx.config

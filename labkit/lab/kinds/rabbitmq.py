@@ -5,15 +5,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from labkit._proc import new_password
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.lab.secrets import token
 from labkit.providers import external
 from labkit.services.rabbitmq import RabbitMQ
 
 
 class RabbitMQKind(ServiceKind):
     name = "rabbitmq"
-    secrets = {"mq_user": lambda: "lab-" + secrets.token_hex(4), "mq_password": token,
+    secrets = {"mq_user": lambda: "lab-" + secrets.token_hex(4), "mq_password": new_password,
                "mq_vhost": lambda: "lab"}
 
     def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> RabbitMQ:

@@ -11,10 +11,6 @@ from labkit._proc import new_password
 __all__ = ["CassandraCredentials", "DEFAULT_SUPERUSER", "write_secret"]
 
 
-def _token() -> str:
-    return new_password()
-
-
 @dataclass(frozen=True)
 class CassandraCredentials:
     """The lab's Cassandra superuser (CQL) and JMX login; generated per lab, kept with its secrets.
@@ -28,8 +24,8 @@ class CassandraCredentials:
     """
 
     user: str = "lab"
-    password: str = field(default_factory=_token, repr=False)
-    jmx_password: str = field(default_factory=_token, repr=False)
+    password: str = field(default_factory=new_password, repr=False)
+    jmx_password: str = field(default_factory=new_password, repr=False)
 
     def auth_provider(self):
         """A cassandra-driver ``PlainTextAuthProvider`` for this user."""
