@@ -494,6 +494,9 @@ class FeedConfig:
     threshold: int = 10_000
     batch_size: int = 500
     bucket_days: int = BUCKET_DAYS
+    # For demonstration only (notebook 12's checker tests): the fan-out leaves out the first
+    # this many followers of every post, a bug the feed checker must report.
+    demo_skip_followers: int = 0
 
     def __post_init__(self) -> None:
         check_keyspace(self.keyspace)

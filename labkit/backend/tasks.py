@@ -343,7 +343,8 @@ class DeadLetteringConsumer(Consumer):
 
 def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_retries: int = 5,
              backoff_s: float = 0.5, send_ms: float = 0.0, prefetch: int = 4,
-             idempotent_push: bool = True, feeds: dict[str, Any] | None = None) -> Celery:
+             idempotent_push: bool = True, feeds: dict[str, Any] | None = None,
+             demo_acks_early: bool = False) -> Celery:
     """A Celery app on ``broker_url`` whose ``notify_like`` pushes and records via ``dsn``.
 
     Each test or notebook passes its own ``queue`` so that no two see each other's messages.
@@ -361,7 +362,7 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
         labkit_idempotent_push=idempotent_push, labkit_feeds=feeds,
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
-        task_acks_late=True, task_reject_on_worker_lost=True,
+        task_acks_late=not demo_acks_early, task_reject_on_worker_lost=not demo_acks_early,
         task_queues=[Queue(queue, Exchange(queue, type="direct", durable=True), routing_key=queue,
                            durable=True,
                            # Messages the consumer rejects (not a task, unknown task) go here.
@@ -380,7 +381,8 @@ def make_app(broker_url: str, dsn: str, *, queue: str = "notifications", max_ret
 
     # shared=False: Celery would otherwise register this app's task in every app made later.
     @app.task(name="notify_like", bind=True, base=_FeedTask, max_retries=max_retries,
-              acks_late=True, reject_on_worker_lost=True, typing=False, shared=False)
+              acks_late=not demo_acks_early, reject_on_worker_lost=not demo_acks_early,
+              typing=False, shared=False)
     def notify_like(self, liker_id=None, media_id=None, owner_id=None, **unexpected):
         """Notify ``owner_id`` that ``liker_id`` liked ``media_id`` (pushed at least once)."""
         if unexpected:
@@ -440,6 +442,9 @@ def _add_feed_tasks(app: Celery, max_retries: int) -> None:
         media_id, author_id = positive_ids(media_id=media_id, author_id=author_id)
         try:
             followers = schema.followers(self.conn, author_id)
+            # For demonstration only (FeedConfig.demo_skip_followers): a fan-out that
+            # leaves followers out, which notebook 12's feed checker must catch.
+            followers = followers[settings.get("demo_skip_followers", 0):]
             size = settings["batch_size"]
             mode = "read" if len(followers) > settings["threshold"] else "write"
             batches = [followers[i:i + size] for i in range(0, len(followers), size)]

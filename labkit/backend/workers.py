@@ -37,6 +37,8 @@ class CeleryWorkers(HelperService):
 
     ``feeds`` (a ``FeedConfig.to_dict()``, notebook 09) gives them the fan-out tasks and
     Cassandra activity rows; it travels in the same 0600 settings file as the broker password.
+    ``demo_acks_early=True`` runs the deliberately broken at-most-once variant
+    (``tasks.make_app``), for demonstration.
 
     >>> w = CeleryWorkers(Path("/tmp/lab/celery"), broker_url=url, dsn=dsn)  # doctest: +SKIP
     >>> w.start().queue_depth()                                             # doctest: +SKIP
@@ -48,14 +50,16 @@ class CeleryWorkers(HelperService):
     def __init__(self, workdir: Path, *, broker_url: str, dsn: str, queue: str = "notifications",
                  workers: int = 1, max_retries: int = 5, backoff_s: float = 0.5,
                  send_ms: float = 0.0, prefetch: int = 4, idempotent_push: bool = True,
-                 feeds: dict[str, Any] | None = None, python: str = sys.executable,
+                 feeds: dict[str, Any] | None = None, demo_acks_early: bool = False,
+                 python: str = sys.executable,
                  host: str = "127.0.0.1", timeout_s: float = 60.0) -> None:
         super().__init__(workdir, host=host, user=None, timeout_s=timeout_s)
         if workers < 1:
             raise ValueError(f"workers={workers}: start at least one worker")
         self.settings = dict(broker_url=broker_url, dsn=dsn, queue=queue,
                              max_retries=max_retries, backoff_s=backoff_s, send_ms=send_ms,
-                             prefetch=prefetch, idempotent_push=idempotent_push, feeds=feeds)
+                             prefetch=prefetch, idempotent_push=idempotent_push, feeds=feeds,
+                             demo_acks_early=demo_acks_early)
         self.queue, self.workers, self.python = queue, workers, python
         self.app = make_app(**self.settings)
 
@@ -172,7 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m labkit.backend.workers CONFIG.json [celery args]")
     settings = json.loads(Path(argv[0]).read_text())
     app = make_app(**settings)
-    app.worker_main(["worker", "--pool=solo", "--loglevel=INFO", "-Q", settings["queue"],
+    pool = ["--pool=solo"]
+    if settings.get("demo_acks_early"):
+        # The solo pool runs a task inside the consumer's event loop, and Celery sends an
+        # early ack through that loop (call_soon): it would leave only once the task returned,
+        # never early. One thread beside the loop lets it go out as the task starts (as with
+        # prefork), which is what the at-most-once demonstration needs.
+        pool = ["--pool=threads", "--concurrency=1"]
+    app.worker_main(["worker", *pool, "--loglevel=INFO", "-Q", settings["queue"],
                      "--without-gossip", "--without-mingle", "--without-heartbeat", *argv[1:]])
 
 
