@@ -317,40 +317,51 @@ def test_staleness_checker(lab, model, variant):
 
 # ------------------------------------------------------------------------------------ feeds
 
+@pytest.fixture(scope="module")
+def feed_world(ring_lab):
+    """A database (storage schema, task tables) and a feeds keyspace, shared by the variants:
+    creating a keyspace on the ring is the slow part."""
+    tag = uuid.uuid4().hex[:8]
+    db = schema.create_database(ring_lab.leader, f"chk_{tag}", shards=2)
+    conn = ring_lab.leader.connect(db, autocommit=True)
+    tasks.install(conn)
+    session = ring_lab.cassandra.connect()
+    keyspace = feeds.install(session, f"chk_{tag}")
+    yield SimpleNamespace(lab=ring_lab, db=db, conn=conn, session=session, keyspace=keyspace,
+                          tag=tag)
+    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
+    session.cluster.shutdown()
+    conn.close()
+    ring_lab.postgres.drop_database(db)
+
+
 @pytest.mark.cassandra
 @pytest.mark.parametrize("skip", [0, 1])
-def test_feeds_checker(ring_lab, skip):
+def test_feeds_checker(feed_world, skip):
     """A post fanned out to every follower passes; a fan-out that skips one is reported."""
-    lab, tag = ring_lab, uuid.uuid4().hex[:8]
-    db = schema.create_database(lab.leader, f"chk_{tag}", shards=2)
-    session = lab.cassandra.connect()
-    keyspace = feeds.install(session, f"chk_{tag}")
-    config = feeds.FeedConfig.from_lab(lab, keyspace, cache_servers=(),
+    w, rec = feed_world, Recorder()
+    config = feeds.FeedConfig.from_lab(w.lab, w.keyspace, cache_servers=(),
                                        demo_skip_followers=skip)
-    workers = CeleryWorkers(lab.config.lab_dir / f"celery-chk-{tag}", broker_url=lab.broker_url,
-                            dsn=lab.leader.dsn(db), queue=f"chk-{tag}", feeds=config.to_dict())
-    rec = Recorder()
+    workers = CeleryWorkers(w.lab.config.lab_dir / f"celery-chk-{w.tag}-{skip}",
+                            broker_url=w.lab.broker_url, dsn=w.lab.leader.dsn(w.db),
+                            queue=f"chk-{w.tag}-{skip}", feeds=config.to_dict())
+    conn = w.conn
+    author = schema.create_user(conn, "author").user_id
+    followers = [schema.create_user(conn, f"f{i}").user_id for i in range(3)]
+    for f in followers:
+        schema.follow(conn, f, author)
     try:
-        with lab.leader.connect(db, autocommit=True) as conn:
-            tasks.install(conn)
-            author = schema.create_user(conn, "author").user_id
-            followers = [schema.create_user(conn, f"f{i}").user_id for i in range(3)]
-            for f in followers:
-                schema.follow(conn, f, author)
-            with workers:
-                post = rec.run(author, "post", {"caption": "hi"}, lambda: {
-                    "media_id": feeds.publish(conn, feeds.Feeds(session, keyspace), workers.app,
-                                              author, "hi")})
-                tasks.wait_for_fanout(conn, post.value["media_id"])
-            late = schema.create_user(conn, "late").user_id
-            schema.follow(conn, late, author)   # followed after the post: not owed it
-            result = checkers.check_feeds(rec.history, checkers.Target(
-                dsn=lab.leader.dsn(db), session=session, keyspace=keyspace))
+        with workers:
+            post = rec.run(author, "post", {"caption": "hi"}, lambda: {
+                "media_id": feeds.publish(conn, feeds.Feeds(w.session, w.keyspace), workers.app,
+                                          author, "hi")})
+            tasks.wait_for_fanout(conn, post.value["media_id"])
     finally:
         workers.delete_queues()
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
-        session.cluster.shutdown()
-        lab.postgres.drop_database(db)
+    late = schema.create_user(conn, "late").user_id
+    schema.follow(conn, late, author)   # followed after the post: not owed it
+    result = checkers.check_feeds(rec.history, checkers.Target(
+        dsn=w.lab.leader.dsn(w.db), session=w.session, keyspace=w.keyspace))
     assert result.stats["posts_checked"] == 1
     if not skip:
         assert result.ok and result.stats["feed_rows_found"] == 3, result
