@@ -33,6 +33,13 @@ def test_the_role_reaches_its_keyspaces_through_the_links_only(regions_lab, monk
     mine = namespace.create(regions_lab, regions=True)
     other = namespace.create(regions_lab, regions=True)
     cas, net = regions_lab.cassandra_topologies["regions"], regions_lab.regions
+    for region in cas.regions:  # the other submission's data, in each region
+        admin = cas.connect(region=region)
+        try:
+            admin.execute(f"CREATE TABLE {other.regions.keyspace}.secrets (k int PRIMARY KEY, "
+                          "v text)", timeout=DDL_TIMEOUT_S)
+        finally:
+            admin.cluster.shutdown()
     try:
         env = mine.env(("127.0.0.1", 11211))
         assert regions_lab.cassandra.credentials.password not in env.values()
@@ -49,7 +56,7 @@ def test_the_role_reaches_its_keyspaces_through_the_links_only(regions_lab, monk
                 session.execute("INSERT INTO t (k, v) VALUES (1, %s)", (region,))
                 assert session.execute("SELECT v FROM t WHERE k = 1").one().v == region
                 with pytest.raises(Unauthorized):
-                    session.execute(f"SELECT * FROM {other.regions.keyspace}.t")
+                    session.execute(f"SELECT * FROM {other.regions.keyspace}.secrets")
         finally:
             for s in sessions.values():
                 s.cluster.shutdown()
