@@ -30,14 +30,17 @@ def _as(ns: namespace.Namespace, monkeypatch) -> student.RegionsWorkspace:
 
 def test_the_role_reaches_its_keyspaces_through_the_links_only(regions_lab, monkeypatch):
     from cassandra import Unauthorized
-    mine = namespace.create(regions_lab, regions=True)
-    other = namespace.create(regions_lab, regions=True)
     cas, net = regions_lab.cassandra_topologies["regions"], regions_lab.regions
-    for region in cas.regions:  # the other submission's data, in each region
+    mine = namespace.create(regions_lab, regions=True)
+    other = f"{mine.name}_other"  # someone else's keyspace, with data, in each region
+    for region in cas.regions:
         admin = cas.connect(region=region)
         try:
-            admin.execute(f"CREATE TABLE {other.regions.keyspace}.secrets (k int PRIMARY KEY, "
-                          "v text)", timeout=DDL_TIMEOUT_S)
+            admin.execute(f"CREATE KEYSPACE {other} WITH replication = {{'class': "
+                          f"'NetworkTopologyStrategy', '{cas.region(region).dc}': 1}}",
+                          timeout=DDL_TIMEOUT_S)
+            admin.execute(f"CREATE TABLE {other}.secrets (k int PRIMARY KEY, v text)",
+                          timeout=DDL_TIMEOUT_S)
         finally:
             admin.cluster.shutdown()
     try:
@@ -55,14 +58,20 @@ def test_the_role_reaches_its_keyspaces_through_the_links_only(regions_lab, monk
                                 timeout=DDL_TIMEOUT_S)
                 session.execute("INSERT INTO t (k, v) VALUES (1, %s)", (region,))
                 assert session.execute("SELECT v FROM t WHERE k = 1").one().v == region
-                with pytest.raises(Unauthorized):
-                    session.execute(f"SELECT * FROM {other.regions.keyspace}.secrets")
+                for statement in (f"SELECT * FROM {other}.secrets", f"DROP KEYSPACE {other}"):
+                    with pytest.raises(Unauthorized):
+                        session.execute(statement)
         finally:
             for s in sessions.values():
                 s.cluster.shutdown()
     finally:
-        for ns in (mine, other):
-            namespace.drop(regions_lab, ns)
+        namespace.drop(regions_lab, mine)
+        for region in cas.regions:
+            admin = cas.connect(region=region)
+            try:
+                admin.execute(f"DROP KEYSPACE IF EXISTS {other}", timeout=DDL_TIMEOUT_S)
+            finally:
+                admin.cluster.shutdown()
     for region in cas.regions:
         admin = cas.connect(region=region)
         try:
