@@ -187,7 +187,7 @@ def drop(lab: Any, ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------------- Cassandra
 
-CASSANDRA_FIX = ("this assignment uses Cassandra (metadata labkit.uses) and the lab runs none: "
+CASSANDRA_FIX = ("this assignment uses the Cassandra ring (metadata labkit.uses) and the lab runs none: "
                  "start the ring with `labkit up --cassandra ring` (or `labkit grade --cassandra "
                  "ring ...`)")
 
@@ -249,8 +249,8 @@ def _topology(lab: Any, name: str, fix: str) -> Any:
         running = {}
     if name in running:
         return running[name]
-    if name == "ring" and len(running) == 1:  # a lab that runs one topology: that one
-        return next(iter(running.values()))
+    if name == "ring" and len(running) == 1 and "regions" not in running:
+        return next(iter(running.values()))  # a lab that runs one cluster (single): that one
     raise RuntimeError(fix)
 
 
