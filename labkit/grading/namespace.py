@@ -187,9 +187,9 @@ def drop(lab: Any, ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------------- Cassandra
 
-CASSANDRA_FIX = ("this assignment uses the Cassandra ring (metadata labkit.uses) and the lab runs none: "
-                 "start the ring with `labkit up --cassandra ring` (or `labkit grade --cassandra "
-                 "ring ...`)")
+CASSANDRA_FIX = ("this assignment uses the Cassandra ring (metadata labkit.uses) and the lab "
+                 "runs none: start the ring with `labkit up --cassandra ring` (or `labkit "
+                 "grade --cassandra ring ...`)")
 
 
 def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
