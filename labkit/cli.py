@@ -332,7 +332,7 @@ def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
                    "the exports (student = the submission's folder name)")
     g.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra (assignments whose metadata labkit.uses names "
-                        "cassandra need the ring)")
+                        "cassandra need the ring, regions the regions)")
     g.add_argument("--insecure", action="store_true",
                    help="grade even where submissions cannot be isolated (not root, no bwrap, "
                         "no cgroup): only for notebooks you trust")

@@ -61,3 +61,13 @@ def ring_lab(lab) -> lk.Lab:
         pytest.fail(f"the session lab runs Cassandra {ring.cassandra.topology!r}, not the ring "
                     "these tests need")
     return ring
+
+
+@pytest.fixture(scope="session")
+def regions_lab(lab) -> lk.Lab:
+    """The session's lab with the two regional clusters and their Toxiproxy links added.
+
+    `lk.up(cassandra="regions")`, started once per session on first use (beside the ring, if
+    that runs); notebook 10 and exercise 10 reattach to it.
+    """
+    return lk.up(followers=1, services=("postgres", "memcached", "rabbitmq"), cassandra="regions")

@@ -85,7 +85,8 @@ class Assignment:
     questions: dict[str, Question]
     hints: dict[str, list[str]] = field(default_factory=dict)
     # Shared servers its tests use beyond its own database and memcached, from the solution
-    # notebook's metadata ``labkit.uses``: "follower" (fault tests lock it), "rabbitmq" (a vhost).
+    # notebook's metadata ``labkit.uses``: "follower" (fault tests lock it), "rabbitmq" (a vhost),
+    # "cassandra" (a keyspace on the ring), "regions" (a keyspace in each regional cluster).
     uses: tuple[str, ...] = ()
 
     @property
@@ -183,10 +184,10 @@ def parse(path: Path) -> Assignment:
                               f"with '# TEST {q.id}' or '# HIDDEN TEST {q.id}'")
     meta = nb.metadata.get("labkit", {})
     uses = tuple(meta.get("uses", ())) if isinstance(meta, dict) else ()
-    unknown = set(uses) - {"follower", "rabbitmq", "cassandra"}
+    unknown = set(uses) - {"follower", "rabbitmq", "cassandra", "regions"}
     if unknown:
         raise FormatError(f"{path}: metadata labkit.uses names {sorted(unknown)}; use "
-                          "follower, rabbitmq or cassandra")
+                          "follower, rabbitmq, cassandra or regions")
     return Assignment(path.stem, path, questions, hints_of(nb, path), uses)
 
 

@@ -3,8 +3,8 @@
 For every submission ``grade``:
 
 1. makes its namespace (``labkit.grading.namespace``: a database owned by a role of its own,
-   a RabbitMQ vhost and a Cassandra keyspace with a role of its own when the assignment uses
-   them) and starts a memcached of its own on a unix socket;
+   a RabbitMQ vhost, a Cassandra keyspace with a role of its own, or one in each regional
+   cluster, when the assignment uses them) and starts a memcached of its own on a unix socket;
 2. starts a kernel in a sandbox (``labkit.grading.sandbox``: bwrap, a cgroup, forwarders to
    exactly those servers) that sees only the namespace's credentials, and runs the student's
    code cells in their order, each with a time limit (a hung cell is interrupted, a dead or
@@ -121,7 +121,8 @@ class Run:
         self.sandbox: Sandbox | None = None
         self.cpu_used_s = 0.0
         self.ns = namespace.create(lab, rabbitmq="rabbitmq" in self.uses,
-                                   cassandra="cassandra" in self.uses)
+                                   cassandra="cassandra" in self.uses,
+                                   regions="regions" in self.uses)
         self.memcached = self._start_memcached()
         self._watchdog_stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
@@ -332,6 +333,8 @@ class GradedSubmission(Submission):
         if run.ns.cassandra is not None:
             self.keyspace = run.ns.cassandra.keyspace
             self.replication_factor = run.ns.cassandra.replication_factor
+        if run.ns.regions is not None:
+            self.regions_keyspace = run.ns.regions.keyspace
         self.install_probes()
 
     def _run(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
@@ -356,6 +359,13 @@ class GradedSubmission(Submission):
         cns, creds = self.run.ns.cassandra, self.run.lab.cassandra.credentials
         return student.CassandraWorkspace(cns.contact_points, creds.user, creds.password,
                                           cns.keyspace, cns.replication_factor).connect()
+
+    def _connect_region(self, name: str) -> Any:
+        # The grader's own login, straight to the cluster (not through the submission's link).
+        cas = self.run.lab.cassandra_topologies["regions"]
+        return student.CassandraWorkspace(
+            tuple(tuple(p) for p in cas.region(name).contact_points), cas.credentials.user,
+            cas.credentials.password, self.regions_keyspace, 1).connect()
 
     def cpu_s(self) -> float:
         sb = self.run.sandbox

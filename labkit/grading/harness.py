@@ -4,7 +4,8 @@ A test is a function of one argument, ``sub`` (a ``Submission``). It never touch
 student's objects: it asks for calls (``sub.call("like_count", sub.ref("conn"), ...)``),
 gets back the values they returned (or what they raised), and reads the effects on the
 submission's servers itself (``sub.db``, ``sub.follower_db``, ``sub.cache``, and
-``sub.cassandra`` for an assignment that uses Cassandra). It may
+``sub.cassandra`` for an assignment that uses Cassandra, ``sub.region("eu")`` for one that
+uses the regional clusters). It may
 inject faults into those servers (``sub.faults``) and run an action at a set moment during
 a call (``sub.at``). It passes when it returns; an ``AssertionError`` is its verdict.
 
@@ -105,6 +106,7 @@ class Submission:
     graded: bool = False
     keyspace: str = ""          # the submission's Cassandra keyspace ("" when it has none)
     replication_factor: int = 0  # ... and its replication factor
+    regions_keyspace: str = ""   # its keyspace in each regional cluster ("" when none)
 
     # -------------------------------------------------------------------------- calls
     @staticmethod
@@ -238,12 +240,34 @@ class Submission:
     def _connect_cassandra(self) -> Any:
         raise NotImplementedError
 
+    def region(self, name: str) -> Any:
+        """A driver session on the submission's keyspace in regional cluster ``name``.
+
+        Graded, it logs in as the lab's superuser and connects to the cluster directly (no
+        link, no delay): the test observes and acts at once, whatever the distance the
+        submission pays. Make the sessions a test uses before starting its threads.
+        """
+        sessions = self.__dict__.setdefault("_regions", {})
+        if name not in sessions:
+            if not self.regions_keyspace:
+                raise RuntimeError("this assignment has no keyspace in the regions: add "
+                                   "\"regions\" to its metadata labkit.uses and call "
+                                   "workspace(..., regions=True)")
+            sessions[name] = self._connect_region(name)
+        return sessions[name]
+
+    def _connect_region(self, name: str) -> Any:
+        raise NotImplementedError
+
     def _close_cassandra(self) -> None:
         session = getattr(self, "_cassandra", None)
         if session is not None:
             with contextlib.suppress(Exception):
                 session.cluster.shutdown()
             self._cassandra = None
+        for session in self.__dict__.pop("_regions", {}).values():
+            with contextlib.suppress(Exception):
+                session.cluster.shutdown()
 
     # -------------------------------------------------------------------- task queues
     def broker_url(self) -> str:
@@ -379,6 +403,8 @@ class LocalSubmission(Submission):
         if ws.cassandra is not None:
             self.keyspace = ws.cassandra.keyspace
             self.replication_factor = ws.cassandra.replication_factor
+        if ws.regions is not None:
+            self.regions_keyspace = ws.regions.keyspace
         try:
             self.install_probes()
         except Exception:  # probes are only for tests that load; a student's DB may refuse
@@ -397,6 +423,9 @@ class LocalSubmission(Submission):
 
     def _connect_cassandra(self) -> Any:
         return self.ws.cassandra.connect()
+
+    def _connect_region(self, name: str) -> Any:
+        return self.ws.regions.connect(name)  # the student's own lab: through the links
 
     def _run(self, payload: dict[str, Any], timeout_s: float | None) -> Any:
         import json

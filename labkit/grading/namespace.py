@@ -8,7 +8,9 @@ drop another namespace's database (only an owner or a superuser may), and ``REVO
 namespace gets a vhost of its own and a user whose permissions cover that vhost only. When
 it uses Cassandra (exercise 09), a keyspace on the lab's ring and a Cassandra role granted that
 keyspace alone (``CassandraNamespace``): not a superuser, no AUTHORIZE, so it can neither
-reach another keyspace nor hand its own permissions on.
+reach another keyspace nor hand its own permissions on. When it uses the regions (exercise
+10), the same in each of the two regional clusters (``RegionsNamespace``), reached through
+the lab's Toxiproxy links of a client in region ``us`` (so the submission pays the distance).
 
 Memcached has no access control, so a key prefix would be a convention only: each graded
 submission gets a memcached instance of its own instead (``labkit.grading.grader``); the
@@ -18,7 +20,7 @@ prefix stays, so that notebooks read the same inside and outside the grader.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -58,6 +60,31 @@ class CassandraNamespace:
 
 
 @dataclass(frozen=True)
+class RegionsNamespace:
+    """One submission's keyspace in each regional cluster, a role of its own in each, the links.
+
+    The keyspace and role have the same name (and password) in every region. ``links`` are
+    ``(region, host, port)``: the Toxiproxy links a client in ``CLIENT_REGION`` uses, the
+    only addresses the sandbox forwards (the clusters themselves stay out of its reach).
+    """
+
+    keyspace: str
+    password: str = field(repr=False)
+    links: tuple[tuple[str, str, int], ...]
+
+    @property
+    def user(self) -> str:
+        return self.keyspace
+
+    def env(self) -> dict[str, str]:
+        """What a graded kernel receives to reach its keyspaces (``student.workspace``)."""
+        return {"LABKIT_GRADE_REGIONS_LINKS": ",".join(f"{r}={h}:{p}" for r, h, p in self.links),
+                "LABKIT_GRADE_REGIONS_USER": self.user,
+                "LABKIT_GRADE_REGIONS_PASSWORD": self.password,
+                "LABKIT_GRADE_REGIONS_KEYSPACE": self.keyspace}
+
+
+@dataclass(frozen=True)
 class Namespace:
     """One submission's database, role (and vhost), and the environment that carries them."""
 
@@ -67,6 +94,7 @@ class Namespace:
     follower: tuple[str, int]
     rabbitmq: tuple[str, int] | None = None
     cassandra: CassandraNamespace | None = None
+    regions: RegionsNamespace | None = None
 
     @property
     def prefix(self) -> str:
@@ -98,6 +126,9 @@ class Namespace:
             # Every node: the driver finds the others in system.peers and connects to each.
             for i, point in enumerate(self.cassandra.contact_points):
                 out[f"cassandra{i + 1}"] = point
+        if self.regions:
+            for region, host, port in self.regions.links:
+                out[f"region-{region}"] = (host, port)
         return out
 
     def env(self, cache: tuple[str, int]) -> dict[str, str]:
@@ -107,14 +138,16 @@ class Namespace:
                 "LABKIT_GRADE_CACHE_SERVERS": f"{cache[0]}:{cache[1]}",
                 "LABKIT_GRADE_CACHE_PREFIX": self.prefix,
                 "LABKIT_GRADE_BROKER_URL": self.broker_url(),
-                **(self.cassandra.env() if self.cassandra else {})}
+                **(self.cassandra.env() if self.cassandra else {}),
+                **(self.regions.env() if self.regions else {})}
 
 
-def create(lab: Any, tag: str = "g", *, rabbitmq: bool = False,
-           cassandra: bool = False) -> Namespace:
-    """Create a role and a database it owns (replicated to the followers), a vhost, a keyspace.
+def create(lab: Any, tag: str = "g", *, rabbitmq: bool = False, cassandra: bool = False,
+           regions: bool = False) -> Namespace:
+    """Create a role and a database it owns (replicated to the followers), a vhost, keyspaces.
 
-    ``rabbitmq`` and ``cassandra`` ask for a vhost and a keyspace (``create_cassandra``).
+    ``rabbitmq``, ``cassandra`` and ``regions`` ask for a vhost, a keyspace on the ring
+    (``create_cassandra``) and a keyspace in each regional cluster (``create_regions``).
     """
     name = f"{tag}_{secrets.token_hex(5)}"
     password = new_password()  # never contains a quote: the literal needs no escaping
@@ -127,16 +160,17 @@ def create(lab: Any, tag: str = "g", *, rabbitmq: bool = False,
     if rabbitmq:
         lab.rabbitmq.add_vhost(name, user=name, password=password)
         mq = lab.rabbitmq.host_port
-    cns = None
-    if cassandra:
-        try:
-            cns = create_cassandra(lab, name)
-        except BaseException:
-            drop(lab, Namespace(name, password, (lab.leader.host, lab.leader.port),
-                                (follower.host, follower.port), mq))
-            raise
-    return Namespace(name, password, (lab.leader.host, lab.leader.port),
-                     (follower.host, follower.port), mq, cns)
+    ns = Namespace(name, password, (lab.leader.host, lab.leader.port),
+                   (follower.host, follower.port), mq)
+    try:
+        if cassandra:
+            ns = replace(ns, cassandra=create_cassandra(lab, name))
+        if regions:
+            ns = replace(ns, regions=create_regions(lab, name))
+    except BaseException:
+        drop(lab, ns)
+        raise
+    return ns
 
 
 def drop(lab: Any, ns: Namespace) -> None:
@@ -147,13 +181,15 @@ def drop(lab: Any, ns: Namespace) -> None:
         lab.rabbitmq.delete_vhost(ns.name, user=ns.name)
     if ns.cassandra:
         drop_cassandra(lab, ns.cassandra)
+    if ns.regions:
+        drop_regions(lab, ns.regions)
 
 
 # --------------------------------------------------------------------------------- Cassandra
 
-CASSANDRA_FIX = ("this assignment uses Cassandra (metadata labkit.uses) and the lab runs none: "
-                 "start the ring with `labkit up --cassandra ring` (or `labkit grade --cassandra "
-                 "ring ...`)")
+CASSANDRA_FIX = ("this assignment uses the Cassandra ring (metadata labkit.uses) and the lab "
+                 "runs none: start the ring with `labkit up --cassandra ring` (or `labkit "
+                 "grade --cassandra ring ...`)")
 
 
 def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
@@ -162,22 +198,14 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
     The role logs in with a fresh password and holds ``CASSANDRA_GRANTS`` on that keyspace
     only. The lab's superuser (the grader's credentials) makes both.
     """
-    from labkit.services.cassandra import DDL_TIMEOUT_S, wait_for_schema
-    if getattr(lab, "cassandra", None) is None:
-        raise RuntimeError(CASSANDRA_FIX)
-    cluster = lab.cassandra.region(lab.cassandra.regions[0])
+    from labkit.services.cassandra import wait_for_schema
+    cas = _topology(lab, "ring", CASSANDRA_FIX)
+    cluster = cas.region(cas.regions[0])
     password = new_password()
     rf = min(3, len(cluster.nodes))
-    session = lab.cassandra.connect()
+    session = cas.connect()
     try:
-        session.execute(f"CREATE KEYSPACE {name} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': {rf}}}",
-                        timeout=DDL_TIMEOUT_S)
-        # new_password never contains a quote; the password is bound all the same.
-        session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
-                        "AND PASSWORD = %s", (password,))
-        for permission in CASSANDRA_GRANTS:
-            session.execute(f"GRANT {permission} ON KEYSPACE {name} TO {name}")
+        _keyspace_and_role(session, name, password, {cluster.dc: rf})
         wait_for_schema(session)
     finally:
         session.cluster.shutdown()
@@ -186,10 +214,77 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
 
 def drop_cassandra(lab: Any, ns: CassandraNamespace) -> None:
     """Drop the keyspace and its role (idempotent)."""
+    _drop_keyspace_and_role(_topology(lab, "ring", CASSANDRA_FIX).connect(), ns.keyspace)
+
+
+def _keyspace_and_role(session: Any, name: str, password: str, dcs: dict[str, int]) -> None:
+    """Keyspace ``name`` ({dc: replicas}) and login role ``name`` granted it alone."""
     from labkit.services.cassandra import DDL_TIMEOUT_S
-    session = lab.cassandra.connect()
+    replication = ", ".join(f"'{dc}': {n}" for dc, n in dcs.items())
+    session.execute(f"CREATE KEYSPACE {name} WITH replication = "
+                    f"{{'class': 'NetworkTopologyStrategy', {replication}}}",
+                    timeout=DDL_TIMEOUT_S)
+    # new_password never contains a quote; the password is bound all the same.
+    session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
+                    "AND PASSWORD = %s", (password,))
+    for permission in CASSANDRA_GRANTS:
+        session.execute(f"GRANT {permission} ON KEYSPACE {name} TO {name}")
+
+
+def _drop_keyspace_and_role(session: Any, name: str) -> None:
+    """Drop keyspace and role ``name`` if there, then close ``session`` (its cluster)."""
+    from labkit.services.cassandra import DDL_TIMEOUT_S
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}", timeout=DDL_TIMEOUT_S)
-        session.execute(f"DROP ROLE IF EXISTS {ns.user}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=DDL_TIMEOUT_S)
+        session.execute(f"DROP ROLE IF EXISTS {name}")
     finally:
         session.cluster.shutdown()
+
+
+def _topology(lab: Any, name: str, fix: str) -> Any:
+    """The lab's Cassandra topology ``name`` (a lab may run the ring and the regions at once)."""
+    try:
+        running = lab.cassandra_topologies or {}
+    except Exception:  # a lab without Cassandra at all
+        running = {}
+    if name in running:
+        return running[name]
+    if name == "ring" and len(running) == 1 and "regions" not in running:
+        return next(iter(running.values()))  # a lab that runs one cluster (single): that one
+    raise RuntimeError(fix)
+
+
+# ------------------------------------------------------------------------- the regions
+
+REGIONS_FIX = ("this assignment uses the regional clusters (metadata labkit.uses names "
+               "\"regions\") and the lab runs none: start them with `labkit up --cassandra "
+               "regions` (or `labkit grade --cassandra regions ...`)")
+#: The region a graded submission runs in: it reaches ``us`` directly and ``eu`` across the
+#: link's delay, as the placement service's mover does (``PlacementService.for_lab``).
+CLIENT_REGION = "us"
+
+
+def create_regions(lab: Any, name: str) -> RegionsNamespace:
+    """Keyspace ``name`` (RF 1) and a role granted it alone, in each regional cluster.
+
+    One password for the role in every region; the lab's superuser makes them. The links
+    are the lab's (``lab.regions``) from ``CLIENT_REGION``: their delay is the lesson.
+    """
+    cas = _topology(lab, "regions", REGIONS_FIX)
+    net = lab.regions
+    password = new_password()
+    for region in cas.regions:
+        session = cas.connect(region=region)
+        try:
+            _keyspace_and_role(session, name, password, {cas.region(region).dc: 1})
+        finally:
+            session.cluster.shutdown()
+    links = tuple((r, *net.address(CLIENT_REGION, r)) for r in cas.regions)
+    return RegionsNamespace(name, password, links)
+
+
+def drop_regions(lab: Any, ns: RegionsNamespace) -> None:
+    """Drop the keyspace and role in every regional cluster (idempotent)."""
+    cas = _topology(lab, "regions", REGIONS_FIX)
+    for region in cas.regions:
+        _drop_keyspace_and_role(cas.connect(region=region), ns.keyspace)

@@ -171,12 +171,42 @@ class CassandraWorkspace:
 
 
 @dataclass(frozen=True)
+class RegionsWorkspace:
+    """The keyspace one exercise runs in, in each regional cluster, and the links that reach them.
+
+    ``links`` maps each region to the (host, port) of the Toxiproxy link a client in region
+    ``us`` uses (``lab.regions.address("us", region)``): ``eu`` is a cross-region round trip
+    away. Under ``labkit grade`` the login is a role granted this keyspace only
+    (``namespace.create_regions``); in a student's own lab it is the lab's superuser.
+    """
+
+    links: dict[str, tuple[str, int]]
+    user: str
+    password: str = field(repr=False)
+    keyspace: str = ""
+
+    def connect(self, region: str) -> Any:
+        """A driver session on the keyspace in ``region``'s cluster, through its link."""
+        if region not in self.links:
+            raise KeyError(f"no region {region!r}; the regions are {', '.join(self.links)}")
+        return CassandraWorkspace((tuple(self.links[region]),), self.user, self.password,
+                                  self.keyspace, 1).connect()
+
+    def stores(self) -> dict[str, Any]:
+        """{region: RegionStore} on the keyspace, the AccessState table made (kept if there)."""
+        from labkit.backend.akkio import RegionStore
+        return {r: RegionStore(r, self.connect(r), self.keyspace).create(create_keyspace=False)
+                for r in self.links}
+
+
+@dataclass(frozen=True)
 class Workspace:
     """The database and cache prefix one exercise runs in, with connection helpers.
 
     ``dsn`` and ``follower_dsn`` reach the same database on the leader and on a follower;
     ``prefix`` starts every cache key the exercise writes; ``broker_url`` is a RabbitMQ vhost
-    of its own when the exercise uses one; ``cassandra`` a keyspace of its own on the ring.
+    of its own when the exercise uses one; ``cassandra`` a keyspace of its own on the ring;
+    ``regions`` one in each regional cluster.
     """
 
     dsn: str
@@ -185,6 +215,7 @@ class Workspace:
     prefix: str
     broker_url: str = ""
     cassandra: CassandraWorkspace | None = None
+    regions: RegionsWorkspace | None = None
 
     def connect(self, *, follower: bool = False, autocommit: bool = True) -> Any:
         """A psycopg connection to the leader (or the follower) of this workspace."""
@@ -204,7 +235,8 @@ class Workspace:
                           default_noreply=False)
 
 
-def workspace(name: str, *, rabbitmq: bool = False, cassandra: bool = False) -> Workspace:
+def workspace(name: str, *, rabbitmq: bool = False, cassandra: bool = False,
+              regions: bool = False) -> Workspace:
     """The namespace of exercise ``name``: the grader's under ``labkit grade``, else a fresh one.
 
     Outside the grader this brings the lab up (``lk.up()``), recreates database
@@ -214,6 +246,10 @@ def workspace(name: str, *, rabbitmq: bool = False, cassandra: bool = False) -> 
     lab's 3-node ring (``ws.cassandra``): outside the grader the ring is started if needed
     (``lk.up(cassandra="ring")``) and keyspace ``exercise_<name>`` recreated (RF 3); under it,
     the submission's own keyspace, reached with a login granted that keyspace alone.
+    ``regions=True`` gives it a keyspace in each of the two regional clusters
+    (``ws.regions``, reached through the links of a client in ``us``): outside the grader
+    the regions are started if needed (``lk.up(cassandra="regions")``) and keyspace
+    ``exercise_<name>`` recreated in each.
     """
     env = os.environ
     if env.get(GRADE_ENV):
@@ -228,16 +264,29 @@ def workspace(name: str, *, rabbitmq: bool = False, cassandra: bool = False) -> 
         elif cassandra:
             raise RuntimeError(f"exercise {name} uses Cassandra but the grader gave it no "
                                "keyspace: add \"cassandra\" to the solution's metadata labkit.uses")
+        rws = None
+        if regions and env.get("LABKIT_GRADE_REGIONS_KEYSPACE"):
+            rws = RegionsWorkspace({r: _addresses(a)[0] for r, a in (
+                item.split("=", 1) for item in env["LABKIT_GRADE_REGIONS_LINKS"].split(","))},
+                env["LABKIT_GRADE_REGIONS_USER"], env["LABKIT_GRADE_REGIONS_PASSWORD"],
+                env["LABKIT_GRADE_REGIONS_KEYSPACE"])
+        elif regions:
+            raise RuntimeError(f"exercise {name} uses the regions but the grader gave it no "
+                               "keyspace there: add \"regions\" to the solution's metadata "
+                               "labkit.uses")
         ws = Workspace(env["LABKIT_GRADE_DSN"], env["LABKIT_GRADE_FOLLOWER_DSN"], servers,
                        env["LABKIT_GRADE_CACHE_PREFIX"], env.get("LABKIT_GRADE_BROKER_URL", ""),
-                       cws)
+                       cws, rws)
     else:
         import labkit as lk
         overrides: dict[str, Any] = {}
         if rabbitmq:
             overrides["services"] = ("postgres", "memcached", "rabbitmq")
-        if cassandra:
-            overrides["cassandra"] = "ring"
+        if cassandra and regions:
+            raise ValueError("workspace(cassandra=True, regions=True): an exercise uses the "
+                             "ring or the regions, not both")
+        if cassandra or regions:
+            overrides["cassandra"] = "regions" if regions else "ring"
         lab = lk.up(**overrides)
         dbname = lab.postgres.create_database(f"exercise_{name}".lower(), replace=True)
         follower = lab.followers[0] if lab.followers else lab.leader
@@ -245,7 +294,8 @@ def workspace(name: str, *, rabbitmq: bool = False, cassandra: bool = False) -> 
                        tuple(tuple(s) for s in lab.cache_servers),
                        f"ex{name}-{secrets.token_hex(3)}",
                        lab.broker_url if rabbitmq else "",
-                       _exercise_keyspace(lab, name) if cassandra else None)
+                       _exercise_keyspace(lab, name) if cassandra else None,
+                       _exercise_regions(lab, name) if regions else None)
     _current["workspace"] = ws
     return ws
 
@@ -276,6 +326,26 @@ def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
     creds = lab.cassandra.credentials
     return CassandraWorkspace(tuple(tuple(p) for p in cluster.contact_points), creds.user,
                               creds.password, keyspace, 3)
+
+
+def _exercise_regions(lab: Any, name: str) -> RegionsWorkspace:
+    """Recreate keyspace ``exercise_<name>`` in each regional cluster; the lab's login, links."""
+    from labkit.grading.namespace import CLIENT_REGION
+    from labkit.services.cassandra import DDL_TIMEOUT_S
+    cas, net = lab.cassandra_topologies["regions"], lab.regions
+    keyspace = f"exercise_{name}".lower()
+    for region in cas.regions:
+        session = cas.connect(region=region)
+        try:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
+            session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': "
+                            f"'NetworkTopologyStrategy', '{cas.region(region).dc}': 1}}",
+                            timeout=DDL_TIMEOUT_S)
+        finally:
+            session.cluster.shutdown()
+    creds = cas.credentials
+    return RegionsWorkspace({r: net.address(CLIENT_REGION, r) for r in cas.regions},
+                            creds.user, creds.password, keyspace)
 
 
 # ------------------------------------------------------- the kernel's side of grading

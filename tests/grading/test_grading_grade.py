@@ -85,12 +85,15 @@ def _probe_source(lab, victim: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def graded(ring_lab, tmp_path_factory):
+def graded(ring_lab, regions_lab, tmp_path_factory):
     """Every submission of this module, graded once: {label: result}.
 
-    On the session's lab with the Cassandra ring: exercise 09 is graded in a keyspace of its own.
+    On the session's lab with the Cassandra ring and the regions side by side: exercise 09 is
+    graded in a keyspace of its own on the ring, exercise 10 in one in each region.
     """
-    lab = ring_lab
+    import labkit as lk
+    # Reattached once both run, so this handle has both topologies (whichever came first).
+    lab = lk.up(followers=1, services=("postgres", "memcached", "rabbitmq"), cassandra="regions")
     subs = tmp_path_factory.mktemp("submissions")
     labels: dict[str, Path] = {}
 

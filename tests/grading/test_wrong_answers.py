@@ -56,7 +56,8 @@ def graded(tmp_path_factory):
     """``of(assignment, lab)``: {wrong answer: result} for that assignment's wrong answers.
 
     Graded on first use, one ``grade`` call per assignment, so that ``-k 09`` grades only
-    exercise 09's (on the lab with the Cassandra ring, which only its assignment needs).
+    exercise 09's (on the lab with the Cassandra ring, which only its assignment needs; 10's
+    on the lab with the regions).
     """
     done: dict[str, dict[str, dict]] = {}
 
@@ -84,17 +85,19 @@ def test_every_assignment_has_wrong_answers():
             assert (name, q) in covered, f"no wrong answer for {name} {q} in solutions/wrong/"
 
 
-def _uses_cassandra(assignment: str) -> bool:
+def _lab_fixture(assignment: str) -> str:
+    """The session lab an assignment needs: with the ring (09), with the regions (10), plain."""
     from labkit.grading.format import assignments
-    return "cassandra" in assignments(REPO / "solutions")[assignment].uses
+    uses = assignments(REPO / "solutions")[assignment].uses
+    return "ring_lab" if "cassandra" in uses else "regions_lab" if "regions" in uses else "lab"
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.cassandra) if _uses_cassandra(a) else name
+    pytest.param(name, marks=pytest.mark.cassandra) if _lab_fixture(a) != "lab" else name
     for name, (a, _, _, _) in sorted(wrong_answers().items())])
 def test_a_wrong_answer_loses_points_on_its_question(graded, request, name):
     assignment, question, why, _ = wrong_answers()[name]
-    lab = request.getfixturevalue("ring_lab" if _uses_cassandra(assignment) else "lab")
+    lab = request.getfixturevalue(_lab_fixture(assignment))
     r = graded(assignment, lab)[name]
     q = r["questions"][question]
     assert q["score"] < q["points"], f"{name} ({why}) got full marks on {question}: {q['tests']}"

@@ -45,6 +45,17 @@ class LocationDB:
         self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
         self.conn.execute(SCHEMA)
 
+    @classmethod
+    def on(cls, conn: Any) -> "LocationDB":
+        """The table through an open autocommit connection, which must already hold it.
+
+        For a reader that must not own the table (exercise 10's grader: the submission's
+        role made it, and keeps writing it).
+        """
+        db = cls.__new__(cls)
+        db.conn = conn
+        return db
+
     def place(self, user_id: int, region: str) -> Location:
         """Sign a user up in ``region`` (version 1); an existing user keeps where they are."""
         row = self.conn.execute(

@@ -56,15 +56,22 @@ class RegionStore:
     session: Any
     keyspace: str
 
-    def create(self) -> None:
-        """The keyspace and table (kept if there), then the prepared statements."""
+    def create(self, create_keyspace: bool = True) -> "RegionStore":
+        """The keyspace and table (kept if there), then the prepared statements.
+
+        ``create_keyspace=False`` when the keyspace exists and the login may not create one
+        (a graded submission's role is granted its own keyspace only).
+        """
         from labkit.backend.feeds import DDL_TIMEOUT_S  # schema changes on loaded cores
 
-        self.session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'NetworkTopologyStrategy', '{self.region}': 1}}", timeout=DDL_TIMEOUT_S)
+        if create_keyspace:
+            self.session.execute(
+                f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+                f"{{'class': 'NetworkTopologyStrategy', '{self.region}': 1}}",
+                timeout=DDL_TIMEOUT_S)
         self.session.execute(TABLE.format(ks=self.keyspace), timeout=DDL_TIMEOUT_S)
         self._prepare()
+        return self
 
     def _prepare(self) -> None:
         from cassandra import ConsistencyLevel
