@@ -9,7 +9,7 @@
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
     labkit experiment consistency --phases baseline,slow,outage --out results.json
-    labkit experiment chaos --duration 60 --rate 40 --faults all --out chaos.json
+    labkit experiment chaos --duration 60 --rate 8 --faults all --out chaos.json
     labkit exercises build [--check]
     labkit exercises release DIR
     labkit grade PATH... [--out DIR] [--export canvas|gradescope] [--cassandra ring] [--insecure]

@@ -93,11 +93,13 @@ def to_op(call: Call, spec: tuple[int, str, dict[str, Any]], t0: float) -> Op:
 
 def record(web: Any, mix: Mix, *, rate_per_s: float, duration_s: float, clients: int = 48,
            timeout_s: float = 30.0, seed: int = 0,
-           during: Callable[[History, float], Any] | None = None) -> History:
+           during: Callable[[History, float], Any] | None = None,
+           tail_s: float = 3.0) -> History:
     """Run ``mix`` at ``rate_per_s`` for ``duration_s`` against ``web``; every request an Op.
 
     ``during(history, t0)``, when given, runs in a thread beside the load (the nemesis),
-    with ``t0`` the load's start on ``time.monotonic()``; it is joined before this returns.
+    with ``t0`` the load's start on ``time.monotonic()``. The load goes on until it has
+    returned, and ``tail_s`` more when that was after ``duration_s``.
     """
     load = OpenLoad(web.host, web.port, mix, rate_per_s=rate_per_s, clients=clients,
                     timeout_s=timeout_s, keep_body=True, seed=seed)
@@ -110,9 +112,13 @@ def record(web: Any, mix: Mix, *, rate_per_s: float, duration_s: float, clients:
         side = threading.Thread(target=during, args=(history, t0), daemon=True)
         side.start()
     time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
-    calls = load.stop()
-    if side is not None:
+    if side is not None and side.is_alive():
+        # A fault outlasted the run (a broker that is slow to come back): the users keep
+        # coming until it is healed and for a short tail after, so its cost is measured.
         side.join()
+        time.sleep(tail_s)
+        history.meta["extended_s"] = round(time.monotonic() - t0 - duration_s, 1)
+    calls = load.stop()
     history.meta["lag_s"] = round(max((c.sent_s - c.due_s for c in calls), default=0.0), 3)
     for call in calls:
         history.add(to_op(call, mix.specs[call.index], t0))

@@ -2,7 +2,7 @@
 
 Introduced in notebooks/12_backend_under_faults.ipynb.
 
-    labkit experiment chaos --duration 60 --rate 40 --faults all --out chaos.json
+    labkit experiment chaos --duration 60 --rate 8 --faults all --out chaos.json
 
 One run: the backend is started fresh (``labkit.backend.stack.Backend``), the mix of
 ``labkit.chaos.load`` runs at ``--rate`` requests per second for ``--duration`` seconds while
@@ -27,7 +27,7 @@ from labkit.chaos.history import History
 DEFAULT_STALE_BOUND_S = 5.0
 
 
-def run(lab: Any, *, duration_s: float = 60.0, rate_per_s: float = 40.0,
+def run(lab: Any, *, duration_s: float = 60.0, rate_per_s: float = 10.0,
         faults: list[str] | None = None, hold_s: float = 5.0, seed: int = 0,
         stale_bound_s: float = DEFAULT_STALE_BOUND_S, recovered_p99_ms: float = 200.0,
         backend: Any = None) -> tuple[dict[str, Any], History]:
@@ -119,7 +119,7 @@ def write(result: dict[str, Any], history: History, out: Path) -> list[Path]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``labkit experiment chaos``."""
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
-    p.add_argument("--rate", type=float, default=40.0, help="requests per second (open loop)")
+    p.add_argument("--rate", type=float, default=10.0, help="requests per second (open loop)")
     p.add_argument("--faults", default="all",
                    help=f"comma-separated, from {', '.join(nemesis.FAULTS)}; or all, or none")
     p.add_argument("--hold-s", type=float, default=5.0, help="how long each fault lasts")
