@@ -1,7 +1,7 @@
 """The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
     labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--cassandra ring]
-              [--provider native|external] [--jupyter]
+              [--provider native|external] [--backend] [--jupyter]
     labkit status
     labkit env
     labkit reset [--yes]
@@ -9,6 +9,7 @@
     labkit doctor
     labkit experiment herd --clients 256 --lease meta --out results.json
     labkit experiment consistency --phases baseline,slow,outage --out results.json
+    labkit experiment chaos --duration 60 --rate 8 --faults all --out chaos.json
     labkit exercises build [--check]
     labkit exercises release DIR
     labkit grade PATH... [--out DIR] [--export canvas|gradescope] [--cassandra ring] [--insecure]
@@ -54,8 +55,15 @@ def jupyter_dir() -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.backend:  # the whole backend needs every server, two followers and the ring
+        args.services = args.services or ",".join(ALL_SERVICES)
+        args.followers = 2 if args.followers is None else args.followers
+        args.cassandra = args.cassandra or "ring"
     lab = Lab.up(_config(args))
     print(lab.topology())
+    if args.backend:
+        backend = lab.backend.start()
+        print(f"\nbackend {backend.name}: web on {backend.web.url()}\n{lab.helper_table()}")
     if args.jupyter:
         root = jupyter_dir()
         env = {**os.environ, **lab.env()}
@@ -209,6 +217,8 @@ EXPERIMENTS = {
                "canary releases judged against a baseline: rollbacks and detection time per judge"),
     "akkio": ("labkit.experiments.akkio",
               "static placement vs Akkio migration vs full replication over two regions"),
+    "chaos": ("labkit.experiments.chaos",
+              "the whole backend under open-loop load with faults injected; history checked"),
 }
 
 
@@ -353,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", choices=PROVIDERS,
                    help="who runs the servers: native (default), or external (the servers "
                         "lab.toml's [external] names)")
+    p.add_argument("--backend", action="store_true",
+                   help="also start the whole backend (notebook 12): web under gunicorn, "
+                        "invalidation service, Celery workers, feeds on the Cassandra ring")
     p.add_argument("--jupyter", action="store_true",
                    help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")

@@ -120,6 +120,7 @@ BAD_EXPERIMENT_ARGS = {
     "consistency": (["--pairs", "ONE/SOMETIMES"], "--pairs/--delays"),
     "canary": (["--kinds", "good,sneaky"], "--kinds: choose from"),
     "akkio": (["--policy", "nope"], "--policy nope: choose from"),
+    "chaos": (["--faults", "celery-kill,meteor"], "unknown fault(s) meteor: choose from"),
 }
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit._proc import BackgroundLoop, spawn
+from labkit._proc import BackgroundLoop, ServiceError, spawn, wait_ready
 from labkit.backend.tasks import declare_queues, make_app, queue_depth
 from labkit.services.base import HelperService
 
@@ -114,6 +114,22 @@ class CeleryWorkers(HelperService):
         proc = self.procs[index]
         os.kill(proc.pid, sig)
         return proc.pid
+
+    def respawn(self, index: int) -> int:
+        """Start worker ``index`` again (after ``kill``); its new pid, once it answers a ping.
+
+        Introduced in notebooks/12_backend_under_faults.ipynb (the nemesis kills and revives).
+        """
+        if self.procs[index].alive():
+            raise ServiceError(f"worker {index} of {self.name} still runs (pid "
+                               f"{self.procs[index].pid}); kill it first")
+        self.procs[index] = self._spawn(index)
+        node = self.nodenames[index]
+        wait_ready(node, lambda: bool(self.app.control.ping(destination=[node], timeout=1.0)),
+                   timeout_s=self.timeout_s, procs=[self.procs[index]],
+                   log_path=self.workdir / f"worker-{index}.log")
+        self.record_running()
+        return self.procs[index].pid
 
     def alive(self) -> list[bool]:
         return [p.alive() for p in self.procs]

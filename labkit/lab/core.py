@@ -227,6 +227,16 @@ class Lab:
     def broker_url(self) -> str:
         return self._need("rabbitmq").broker_url
 
+    @property
+    def backend(self) -> Any:
+        """The whole backend on this lab's servers: ``lab.backend.start()`` (notebook 12).
+
+        A new ``labkit.backend.stack.Backend`` each time (imported here, on use: the lab
+        sits below the backend building blocks).
+        """
+        from labkit.backend.stack import Backend
+        return Backend(self)
+
     def _need(self, name: str) -> Any:
         svc = getattr(self, name)
         if not svc:

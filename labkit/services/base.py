@@ -167,11 +167,15 @@ class HelperService(NativeService):
 
     def start(self) -> "HelperService":
         super().start()
+        self.record_running()
+        return self
+
+    def record_running(self) -> None:
+        """Record (again) what runs now: after one of its processes was replaced by hand."""
         self._record(lambda lab_dir, key: _state.record_helper(lab_dir, key, {
             "kind": self.kind, "name": self.name, "address": self.address,
             "workdir": str(self.workdir), "procs": [p.to_dict() for p in self.procs],
             "probe": self.probe()}))
-        return self
 
     def stop(self) -> None:
         had = bool(self.procs)

@@ -36,6 +36,9 @@ class WebConfig:
     ``broker_url``, when given, makes a new like enqueue ``notify_like`` on ``notify_queue``
     (labkit.backend.tasks) after its commit, instead of notifying inline; the database needs
     ``tasks.install`` and a worker (``CeleryWorkers``) consuming that queue.
+    ``cache``, when given, makes the media endpoint read like counts through memcached with
+    leases (``{"servers": [[host, port], ...], "prefix": ..., "lease": "meta"}``; the keys are
+    ``labkit.backend.cache``'s, which the invalidation service deletes; notebook 12).
     ``gates``, when given, is where views find feature gates (``labkit.backend.gates``):
     ``{"dsn": ..., "cache_servers": [[host, port], ...], "prefix": ...}``; without it every
     gate is off (``views.feature_on``).
@@ -49,6 +52,7 @@ class WebConfig:
     broker_url: str | None = field(default=None, repr=False)
     notify_queue: str = "notifications"
     gates: dict[str, Any] | None = field(default=None, repr=False)
+    cache: dict[str, Any] | None = None
     secret_key: str = field(default="labkit-web-not-secret", repr=False)
     # The feed (notebook 11): which scoring kernel runs, and whether the ranking model is
     # built when the app loads (in gunicorn's master with preload, shared by the workers)

@@ -43,12 +43,34 @@ def model(connect: Callable[[], psycopg.Connection]) -> FeedModel:
 _cassandra: dict[str, Any] = {}
 
 
-def cassandra_source(conn: psycopg.Connection, settings: dict[str, Any]) -> Any:
-    """The Cassandra candidate source for this request, over this process's session."""
-    from labkit.backend.feeds import CassandraCandidates, Celebrities, FeedConfig
+def cassandra_clients(settings: dict[str, Any]) -> dict[str, Any]:
+    """This process's feeds (its own driver session), page cache and celebrity list."""
+    from labkit.backend.feeds import Celebrities, FeedConfig
     if not _cassandra:
         config = FeedConfig.from_dict(settings)
         _cassandra.update(feeds=config.feeds(config.connect()), cache=config.cache(),
                           celebrities=Celebrities(config.threshold))
-    return CassandraCandidates(_cassandra["feeds"], conn, celebrities=_cassandra["celebrities"],
-                               cache=_cassandra["cache"])
+    return _cassandra
+
+
+def cassandra_source(conn: psycopg.Connection, settings: dict[str, Any]) -> Any:
+    """The Cassandra candidate source for this request, over this process's session."""
+    from labkit.backend.feeds import CassandraCandidates
+    clients = cassandra_clients(settings)
+    return CassandraCandidates(clients["feeds"], conn, celebrities=clients["celebrities"],
+                               cache=clients["cache"])
+
+
+_lease: dict[tuple, Any] = {}
+
+
+def like_count_lease(settings: dict[str, Any]) -> Any:
+    """This process's memcached lease for like counts (``WebConfig.cache``), made once.
+
+    Introduced in notebooks/12_backend_under_faults.ipynb.
+    """
+    from labkit.backend.leases import make_lease
+    key = (tuple(tuple(s) for s in settings["servers"]), settings.get("lease", "meta"))
+    if key not in _lease:
+        _lease[key] = make_lease(key[1], key[0])
+    return _lease[key]

@@ -54,4 +54,5 @@ def build(config: WebConfig) -> dict[str, Any]:
         "LABKIT_FEED_SOURCE": config.feed_source,
         "LABKIT_CASSANDRA_FEEDS": config.cassandra_feeds,
         "LABKIT_GATES": config.gates,
+        "LABKIT_CACHE": config.cache,
     }

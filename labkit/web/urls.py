@@ -7,6 +7,7 @@ Introduced in notebooks/02_web_tier.ipynb.
 - ``GET /api/media/<media_id>``                media item with like count (follower)
 - ``GET /api/users/<user_id>``                 profile (follower)
 - ``GET /api/feed?count=20&seen=<id>,...``       a ranked feed page (follower; notebook 11)
+- ``POST /api/posts?caption=...``               post a photo: PostgreSQL, Cassandra, fan-out task
 """
 
 from django.urls import path
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/media/<str:media_id>", views.media),
     path("api/users/<str:user_id>", views.profile),
     path("api/feed", views.feed),
+    path("api/posts", views.post),
 ]
 
 handler404 = "labkit.web.views.not_found"

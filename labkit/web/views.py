@@ -1,4 +1,4 @@
-"""The API: like/unlike a media item, get a media item with its like count, get a profile.
+"""The API: like/unlike, a media item with its like count, a profile, a feed page, a post.
 
 Every answer is JSON. Errors a client can cause are 4xx with a message (unknown or malformed
 ID, missing or wrong token, wrong method), never a 500. Writes go to the leader and reads to
@@ -126,16 +126,21 @@ def like(request: HttpRequest, media_id: str) -> JsonResponse:
     return JsonResponse(body)
 
 
-@functools.lru_cache(maxsize=None)
-def _notifier_for(broker_url: str, dsn: str, queue: str) -> Any:
-    from labkit.backend import tasks
-    return tasks.make_app(broker_url, dsn, queue=queue)
+_notifiers: dict[tuple, Any] = {}
 
 
 def _notifier() -> Any:
-    """This process's Celery app for the configured broker (made once, reused per request)."""
-    return _notifier_for(settings.LABKIT_BROKER_URL, settings.LABKIT_LEADER_DSN,
-                         settings.LABKIT_NOTIFY_QUEUE)
+    """This process's Celery app for the configured broker (made once, reused per request).
+
+    With the feeds configured it has the fan-out tasks too (a post queues ``fan_out_post``).
+    """
+    from labkit.backend import tasks
+    feeds = settings.LABKIT_CASSANDRA_FEEDS
+    key = (settings.LABKIT_BROKER_URL, settings.LABKIT_LEADER_DSN, settings.LABKIT_NOTIFY_QUEUE,
+           repr(sorted(feeds.items())) if feeds else None)
+    if key not in _notifiers:
+        _notifiers[key] = tasks.make_app(key[0], key[1], queue=key[2], feeds=feeds)
+    return _notifiers[key]
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +181,29 @@ def media(request: HttpRequest, media_id: str) -> JsonResponse:
         except ValueError:
             return _error(400, f"dependency_ms={delay[:20]!r}: give milliseconds, e.g. 250")
         conn.execute("SELECT pg_sleep(%s)", (max(0.0, delay_ms) / 1000,))
-    return JsonResponse(schema.get_media(conn, mid))
+    item = schema.get_media(conn, mid)
+    if settings.LABKIT_CACHE:
+        item["like_count"] = _cached_like_count(conn, mid)
+    return JsonResponse(item)
+
+
+def _cached_like_count(conn: Any, media_id: int) -> int:
+    """The like count through memcached under a lease (``WebConfig.cache``; notebook 12).
+
+    The key is the one the invalidation service deletes when the counter row changes. With
+    memcached down the count comes from the database: a cache is an optimisation, never a
+    reason to fail a read.
+    """
+    from labkit.backend.cache import TTL_S, cache_key
+    cfg = settings.LABKIT_CACHE
+    key = cache_key(cfg.get("prefix", "ig"), "likes", media_id)
+    try:
+        return feed_state.like_count_lease(cfg).read(key, lambda: likes.count(conn, media_id),
+                                                     TTL_S["likes"])
+    except schema.NotFound:
+        raise
+    except Exception:  # memcached unreachable or restarting: whatever its client raises
+        return likes.count(conn, media_id)
 
 
 @api("GET")
@@ -211,6 +238,23 @@ def feed(request: HttpRequest) -> JsonResponse:
                              seen=seen, count=count,
                              scorer=ranking.kernel(settings.LABKIT_FEED_KERNEL))
     return JsonResponse(page)
+
+
+@api("POST")
+def post(request: HttpRequest) -> JsonResponse:
+    """Post a photo (``?caption=...``): its row on the leader, the author's row in Cassandra,
+    and the fan-out to followers' feeds queued (``labkit.backend.feeds.publish``)."""
+    if not (settings.LABKIT_BROKER_URL and settings.LABKIT_CASSANDRA_FEEDS):
+        return _error(400, "posting needs the feeds: start the server with "
+                           "WebConfig(broker_url=..., cassandra_feeds=...) "
+                           "(labkit.backend.stack.Backend does)")
+    from labkit.backend import feeds
+    caption = request.GET.get("caption", "")[:2200]
+    conn = budget_connection(request, router.db_for_write(MediaLikes))
+    clients = feed_state.cassandra_clients(settings.LABKIT_CASSANDRA_FEEDS)
+    media_id = feeds.publish(conn, clients["feeds"], _notifier(), request.user_id, caption)
+    return JsonResponse({"media_id": media_id, "user_id": request.user_id,
+                         "fan_out": "queued"})
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
