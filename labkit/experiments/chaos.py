@@ -8,7 +8,7 @@ One run: the backend is started fresh (``labkit.backend.stack.Backend``), the mi
 ``labkit.chaos.load`` runs at ``--rate`` requests per second for ``--duration`` seconds while
 the nemesis injects each of ``--faults`` in turn (evenly spread after a healthy warm-up, each
 held ``--hold-s``), then the system is left to go quiet and the checkers read the history
-(``labkit.chaos.checkers``, when installed). Written: ``OUT`` (JSON: parameters, the healthy
+(``labkit.chaos.checkers``). Written: ``OUT`` (JSON: parameters, the healthy
 and whole-run figures, a row per second, a row per fault, the checkers' verdicts), ``OUT``
 with ``.png`` (throughput, latency percentiles and error rate over time, faults shaded) and
 ``.history.jsonl`` (every operation and fault, ``History.load`` reads it back).
@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from labkit.chaos import load, nemesis, report
+from labkit.chaos import checkers, load, nemesis, report
 from labkit.chaos.history import History
 
 DEFAULT_STALE_BOUND_S = 5.0
@@ -70,12 +70,8 @@ def run(lab: Any, *, duration_s: float = 60.0, rate_per_s: float = 10.0,
     return result, history
 
 
-def check(backend: Any, history: History, stale_bound_s: float) -> list[dict[str, Any]] | None:
-    """The checkers' verdicts on ``history`` (None when ``labkit.chaos.checkers`` is absent)."""
-    try:
-        from labkit.chaos import checkers
-    except ImportError:
-        return None
+def check(backend: Any, history: History, stale_bound_s: float) -> list[dict[str, Any]]:
+    """The checkers' verdicts on ``history``, against the backend's database, cache and keyspace."""
     session = backend.lab.cassandra.connect(backend.keyspace)
     try:
         target = checkers.Target(dsn=backend.dsn, cache_servers=backend.lab.cache_servers,
@@ -97,11 +93,9 @@ def table(result: dict[str, Any]) -> str:
     for row in result["faults"]:
         lines.append(f"{row['fault']:<18} {row['p99_ms']:>9} {row['errors']:>7} "
                      f"{row['recover_s']:>10}")
-    for v in result["checkers"] or []:
+    for v in result["checkers"]:
         lines.append(f"checker {v['name']}: {'ok' if v['ok'] else 'VIOLATED'} "
                      f"({len(v['violations'])} violation(s))")
-    if result["checkers"] is None:
-        lines.append("checkers: labkit.chaos.checkers is not installed; history kept")
     return "\n".join(lines)
 
 
