@@ -88,7 +88,9 @@ def test_postgres_leader_and_follower_replicate_with_a_delay(dlab):
     try:
         dlab.follower.set_delay(400, settle=True)
         assert dlab.follower.delay_ms() == 400
-        assert dlab.follower.lag().ms >= 200  # held back, read over SQL as on native
+        dlab.leader.execute("INSERT INTO t VALUES (2)", dbname=db)  # a write to be held back
+        lag = dlab.follower.lag()  # read over SQL, from the leader's heartbeat, as on native
+        assert lag.bytes > 0 and lag.ms >= 200, lag
     finally:
         dlab.follower.set_delay(0)
     # The generated password is the login; a wrong one is refused.

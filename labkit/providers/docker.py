@@ -26,6 +26,12 @@ Cassandra has no image yet: asking for it on this provider is an error naming th
 Why testcontainers and the Docker SDK rather than the ``docker`` CLI: the brief's choice
 (testcontainers creates the containers), and the SDK comes with it; reattaching from another
 process (``labkit status``, ``down``) looks containers up by name with the SDK.
+
+>>> lab = lk.up(provider="docker", followers=1)      # doctest: +SKIP
+>>> lab.leader.container_name, lab.leader.address    # doctest: +SKIP
+('labkit-3f2a9c1d7e4b-leader', '127.0.0.1:40001')
+>>> lab.memcached[0].pause()                         # docker pause      # doctest: +SKIP
+>>> lk.down()                             # removes containers and network  # doctest: +SKIP
 """
 
 from __future__ import annotations
