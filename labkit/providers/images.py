@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from labkit._proc import ServiceError
@@ -66,22 +67,33 @@ def make_base(client: Any, name: str, say: Callable[[str], None] = print) -> str
                            "where Docker Hub answers), then `labkit images build`")
     t0 = time.monotonic()
     say(f"making {name} with debootstrap (once per engine; about a minute or two)")
-    with tempfile.TemporaryDirectory(prefix="labkit-debootstrap-") as root:
+    with tempfile.TemporaryDirectory(prefix="labkit-debootstrap-") as tmp:
+        root = f"{tmp}/root"
         run = subprocess.run([debootstrap, "--variant=minbase", "bookworm", root, DEBIAN_MIRROR],
                              capture_output=True, text=True)
         if run.returncode != 0:
             raise ServiceError(f"debootstrap failed ({run.returncode}): "
                                f"{(run.stderr or run.stdout)[-800:]}; it needs root and "
                                f"{DEBIAN_MIRROR} reachable")
-        # `tar | docker import`: the tree as the image's one layer. The SDK's import reads a
-        # file, so the tarball goes through one (in the same temporary directory's parent).
-        with tempfile.TemporaryFile() as tarball:
-            subprocess.run(["tar", "-C", root, "-c", "."], stdout=tarball, check=True)
-            tarball.seek(0)
-            repo, _, version = name.partition(":")
-            client.api.import_image_from_stream(tarball, repository=repo, tag=version,
-                                                changes=['CMD ["bash"]'])
+        image_id = import_tree(client, root, name)
     say(f"made {name} in {time.monotonic() - t0:.0f} s")
+    return image_id
+
+
+def import_tree(client: Any, root: str, name: str) -> str:
+    """``tar -C root -c . | docker import - name``: the tree as an image's one layer; its id.
+
+    Through a tar file beside ``root``, not a pipe: the SDK's import_image_from_stream sends
+    a raw body labelled chunked, which the engine refuses ("invalid byte in chunk length").
+    """
+    tarball = f"{root}.tar"
+    try:
+        subprocess.run(["tar", "-C", root, "-cf", tarball, "."], check=True)
+        repo, _, version = name.partition(":")
+        client.api.import_image_from_file(tarball, repository=repo, tag=version,
+                                          changes=['CMD ["bash"]'])
+    finally:
+        Path(tarball).unlink(missing_ok=True)
     return client.images.get(name).id
 
 
