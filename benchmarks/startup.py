@@ -1,9 +1,15 @@
-"""Time to bring the lab up (cold and warm) and to reattach; where RabbitMQ's start goes.
+"""Time to bring the lab up (cold and warm) and to reattach, per provider; image builds.
 
-    python benchmarks/startup.py [--runs 5]
+    python benchmarks/startup.py [--runs 5] [--provider native,docker] [--build-runs 1]
 
-Cold: a new lab directory (initdb, pg_basebackup, a new RabbitMQ node). Warm: `up` after a
-`down` that kept the data. Reattach: `up` while the lab runs. Medians over --runs.
+Cold: a new lab directory (initdb, pg_basebackup, a new RabbitMQ node; on docker, new
+containers from the cached images). Warm: `up` after a `down`: natively the data is kept;
+on docker `down` removes the containers, so warm is new containers again (with the images
+and the engine's page cache warm). Reattach: `up` while the lab runs. Medians over --runs.
+With docker among the providers, image builds are timed too: cold (the base made by
+debootstrap under a tag of the benchmark's own, then each image with no layer cache, tagged
+labkit-bench/...; both removed afterwards) and cached (`labkit images build` with every
+image present), --build-runs times.
 """
 
 from __future__ import annotations
@@ -43,23 +49,74 @@ def rabbit_phases(log: Path) -> dict[str, float]:
     return stamps
 
 
+def image_builds(runs: int) -> dict[str, list[float]]:
+    """Seconds for the docker images: cold (base by debootstrap, no layer cache) and cached."""
+    from labkit.providers import docker, images
+    client = docker.client(LabConfig.load().docker_host)
+    quiet = lambda line: None  # noqa: E731
+    out: dict[str, list[float]] = {"base (debootstrap + import)": [], "images, no cache": [],
+                                   "images, cached": []}
+    for i in range(runs):
+        name = f"labkit-bench/debian:bench{i}"
+        t0 = time.perf_counter()
+        images.make_base(client, name, quiet)
+        out["base (debootstrap + import)"].append(time.perf_counter() - t0)
+        client.images.remove(name)  # the benchmark's own tag; the lab's base stays
+        base_id = images.base_image(client, quiet)
+        t0 = time.perf_counter()
+        tags = [images.build(client, s, base_id, quiet, repo="labkit-bench", nocache=True)
+                for s in images.SERVICES]
+        out["images, no cache"].append(time.perf_counter() - t0)
+        for t in tags:
+            client.images.remove(t)
+        t0 = time.perf_counter()
+        images.build_all(client, images.SERVICES, quiet)
+        out["images, cached"].append(time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--provider", default="native",
+                    help="comma-separated: native, docker (each measured in the same run)")
+    ap.add_argument("--build-runs", type=int, default=1,
+                    help="cold and cached image builds (with docker among the providers)")
     args = ap.parse_args()
+    med = statistics.median
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"runs: {args.runs} (medians; min..max)")
+    warm_of = {}
+    for provider in args.provider.split(","):
+        warm_of[provider] = run_provider(provider, args.runs)
+    if "native" in warm_of and "docker" in warm_of:
+        ratio = warm_of["docker"] / warm_of["native"]
+        print(f"\nwarm up, docker / native: {ratio:.2f}x   target <= 2x")
+    if "docker" in warm_of and args.build_runs:
+        print(f"\nimage builds ({args.build_runs} run(s); median):")
+        for what, vals in image_builds(args.build_runs).items():
+            print(f"  {what:<28} {med(vals):7.1f} s  ({min(vals):.1f}..{max(vals):.1f})")
+
+
+def run_provider(provider: str, runs: int) -> float:
+    """Cold, warm and reattach timings on one provider; print them; return the warm median."""
     base = Path(tempfile.mkdtemp(prefix="labkit-bench-", dir="/tmp"))
     base.chmod(0o755)
     cold, warm, reattach, per_service, phases = [], [], [], {}, []
+    if provider == "docker":  # the images are built before the clock starts (timed apart)
+        from labkit.providers import docker, images
+        images.build_all(docker.client(LabConfig.load().docker_host))
     try:
-        for i in range(args.runs):
-            cfg = LabConfig.load(lab_dir=base / f"run{i}", followers=1,
+        for i in range(runs):
+            cfg = LabConfig.load(lab_dir=base / f"run{i}", followers=1, provider=provider,
                                  services=("postgres", "memcached", "rabbitmq"))
             t0 = time.perf_counter()
             lab = lk.Lab.up(cfg, progress=False)
             cold.append(time.perf_counter() - t0)
             for name, s in lab.timings_s.items():
                 per_service.setdefault(name, []).append(s)
-            phases.append(rabbit_phases(cfg.lab_dir / "rabbitmq" / "log" / "rabbit.log"))
+            if provider == "native":
+                phases.append(rabbit_phases(cfg.lab_dir / "rabbitmq" / "log" / "rabbit.log"))
             t0 = time.perf_counter()
             lk.Lab.up(cfg, progress=False)
             reattach.append(time.perf_counter() - t0)
@@ -70,12 +127,11 @@ def main() -> None:
             lk.Lab(cfg).down(purge=True)
     finally:
         for d in base.iterdir():
-            lk.Lab(LabConfig.load(lab_dir=d)).down(purge=True)
+            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True)
         shutil.rmtree(base, ignore_errors=True)
 
     med = statistics.median
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"runs: {args.runs} (medians; min..max)")
+    print(f"\n[{provider}]")
     print(f"cold up  (leader + 1 follower + memcached + rabbitmq): {med(cold):6.2f} s"
           f"  ({min(cold):.2f}..{max(cold):.2f})   target <= 20 s")
     print(f"warm up  (data kept from the last up):                 {med(warm):6.2f} s"
@@ -86,9 +142,11 @@ def main() -> None:
     for name, vals in sorted(per_service.items()):
         print(f"  {name:<12} {med(vals):6.2f} s")
     keys = sorted({k for p in phases for k in p}, key=lambda k: med([p.get(k, 0) for p in phases]))
-    print("rabbitmq, seconds after its first log line (median):")
+    if keys:
+        print("rabbitmq, seconds after its first log line (median):")
     for k in keys:
         print(f"  {k:<14} {med([p[k] for p in phases if k in p]):6.2f} s")
+    return med(warm)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ else
       os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
     need+=(python3-dev)
   fi
+  # The docker provider (CI, or LABKIT_DOCKER=1): Debian's engine, and debootstrap for the base
+  # image where no registry answers (containers/docker-engine.sh starts the engine, below).
+  if [ "${CI:-}" = "true" ] || [ "${LABKIT_DOCKER:-}" = "1" ]; then
+    command -v dockerd >/dev/null || need+=(docker.io)
+    command -v debootstrap >/dev/null || need+=(debootstrap)
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     need_sudo
@@ -107,4 +113,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 # Cassandra runs from Maven Central's jars; resolve them now rather than at the first `up`.
 log "Cassandra jars: $(bash containers/cassandra/resolve.sh)"
+# The docker provider (CI, or LABKIT_DOCKER=1): a dockerd only when no engine answers (its data
+# under /var/lib/labkit/docker, so images stay cached between runs on this machine), then the
+# base image (debootstrap when it is missing) and the lab's images, each built once.
+if [ "${CI:-}" = "true" ] || [ "${LABKIT_DOCKER:-}" = "1" ]; then
+  bash containers/docker-engine.sh
+  .venv/bin/labkit images build
+fi
 log "ready: $(.venv/bin/labkit doctor >/dev/null 2>&1 && echo 'all servers installed' || echo 'run .venv/bin/labkit doctor')"

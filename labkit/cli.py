@@ -1,12 +1,13 @@
 """The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
     labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--cassandra ring]
-              [--provider native|external] [--backend] [--jupyter]
+              [--provider native|external|docker] [--backend] [--jupyter]
     labkit status
     labkit env
     labkit reset [--yes]
     labkit down [--purge]
     labkit doctor
+    labkit images build [--services postgres,memcached,rabbitmq]
     labkit experiment herd --clients 256 --lease meta --out results.json
     labkit experiment consistency --phases baseline,slow,outage --out results.json
     labkit experiment chaos --duration 60 --rate 8 --faults all --out chaos.json
@@ -22,8 +23,10 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from labkit import providers
 from labkit._proc import ServiceError, package_for
@@ -349,6 +352,27 @@ def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=cmd_grade)
 
 
+def cmd_images_build(args: argparse.Namespace) -> int:
+    """Build the docker provider's images that are missing (the base too); reuse the rest."""
+    from labkit.providers import docker, images
+    cfg = _config(args)
+    wanted = tuple(args.services.split(",")) if args.services else images.SERVICES
+    t0 = time.monotonic()
+    built = images.build_all(docker.client(cfg.docker_host), wanted)
+    for service, tag in built.items():
+        print(f"{service:<10} {tag}")
+    print(f"images ready in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def _add_images_parsers(sub: Any) -> None:
+    p = sub.add_parser("images", help="the docker provider's images (built here, by content hash)")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="build the missing images (and the debian:bookworm base)")
+    b.add_argument("--services", help="comma-separated (default: every image)")
+    b.set_defaults(func=cmd_images_build)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -361,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cassandra", choices=CASSANDRA_TOPOLOGIES,
                    help="also start Cassandra: 1 node, a 3-node ring, or two regions (us, eu)")
     p.add_argument("--provider", choices=PROVIDERS,
-                   help="who runs the servers: native (default), or external (the servers "
-                        "lab.toml's [external] names)")
+                   help="who runs the servers: native (default), external (the servers "
+                        "lab.toml's [external] names), or docker (containers)")
     p.add_argument("--backend", action="store_true",
                    help="also start the whole backend (notebook 12): web under gunicorn, "
                         "invalidation service, Celery workers, feeds on the Cassandra ring")
@@ -383,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
     _add_experiment_parsers(sub)
     _add_grading_parsers(sub)
+    _add_images_parsers(sub)
     args = parser.parse_args(argv)
     warnings.showwarning = _show_config_warning
     try:

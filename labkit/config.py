@@ -42,8 +42,9 @@ ALL_SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
 DEFAULT_SERVICES = ("postgres", "memcached", "rabbitmq")
 CASSANDRA_TOPOLOGIES = ("single", "ring", "regions")
 SYNCHRONOUS_COMMIT_MODES = ("off", "local", "remote_apply")
-# Who runs the servers (labkit.providers): the installed binaries, or servers that run elsewhere.
-PROVIDERS = ("native", "external")
+# Who runs the servers (labkit.providers): the installed binaries, servers that run elsewhere,
+# or containers on a Docker engine.
+PROVIDERS = ("native", "external", "docker")
 
 ENV_PREFIX = "LABKIT_"
 # LABKIT_* variables that are the lab's own and no setting: LABKIT_CONFIG, the markers `spawn`

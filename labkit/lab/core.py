@@ -122,6 +122,8 @@ class Lab:
             else:
                 report.left_running = names
             report.swept = sweep(self.config.lab_dir)
+            for p in providers.ALL:  # containers are no processes: their provider sweeps them
+                report.removed += p.sweep(self.config)
             _state.remove(self.config.lab_dir)
             self.handles = {}
             if purge:

@@ -59,6 +59,7 @@ class DownReport:
     stopped: list[str] = field(default_factory=list)
     left_running: list[str] = field(default_factory=list)  # servers labkit did not start
     swept: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # containers and networks (docker)
     helpers: list[str] = field(default_factory=list)  # the helpers the state file recorded
     deleted: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -82,6 +83,8 @@ class DownReport:
             what = (f"its helpers ({', '.join(self.helpers)}) and whatever else carried the "
                     "lab's marker" if self.helpers else "stray process(es) carrying the lab's marker")
             out.append(f"(also stopped {len(self.swept)} process(es): {what}{_pids(self.swept)})")
+        if self.removed:
+            out.append(f"removed the lab's containers and network: {', '.join(self.removed)}")
         out += self.problems
         if self.purge:
             out.append("deleted the lab's data: " + (", ".join(self.deleted) or "there was none"))

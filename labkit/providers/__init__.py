@@ -5,7 +5,7 @@ provider   manages   how
 =========  ========  ===================================================================
 native     yes       the installed binaries, as child processes in the lab directory
 external   no        servers that run elsewhere, named in lab.toml's ``[external]``
-docker     yes       (to come) containers; ``labkit doctor`` already checks for an engine
+docker     yes       containers on a Docker engine, from images built here (testcontainers)
 =========  ========  ===================================================================
 
 A provider says whether labkit starts and stops the servers (``manages``), which account
@@ -33,9 +33,10 @@ from labkit.providers.native import NativeProvider
 __all__ = ["ALL", "PROVIDERS", "Provider", "Verdict", "choose", "get"]
 
 #: The providers a lab can run on (``config.provider``).
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(), ExternalProvider())}
-#: Every provider ``labkit doctor`` checks, those still to come included.
-ALL: tuple[Provider, ...] = (*PROVIDERS.values(), DockerProvider())
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(), ExternalProvider(),
+                                                      DockerProvider())}
+#: Every provider ``labkit doctor`` checks.
+ALL: tuple[Provider, ...] = tuple(PROVIDERS.values())
 
 
 def get(name: str) -> Provider:

@@ -33,5 +33,10 @@ class Provider:
         """Can this provider run the configured lab here? (``labkit doctor``)."""
         raise NotImplementedError
 
+    def sweep(self, config: LabConfig) -> list[str]:
+        """At ``down``: remove what the provider made for this lab beyond its servers' processes
+        (the docker provider's labelled containers and network); what was removed."""
+        return []
+
     def __repr__(self) -> str:
         return f"<provider {self.name}>"

@@ -1,69 +1,409 @@
-"""The docker provider, to come: for now only whether a Docker engine answers here.
+"""The docker provider: the lab's servers as containers on a Docker engine, via testcontainers.
 
-``labkit doctor`` asks the engine named by ``config.docker_host`` (``DOCKER_HOST``, else
-``unix:///var/run/docker.sock``) for ``/_ping`` and ``/version`` over its HTTP API. The
-provider itself (images built from ``containers/<svc>/Dockerfile``, containers through
-testcontainers) joins later: this class in ``PROVIDERS`` (and "docker" in
-``config.PROVIDERS``), and a ``docker(ctx, saved)`` builder on each service kind in
-``labkit/lab/kinds/``. ``external.py`` shows the pattern for the servers: a lifecycle mixin
-placed before each server class (``ExternalService``; here a container's start, stop,
-``docker pause``) keeps every accessor and protocol-level method (SQL, CQL, AMQP) as it is.
+Each server is the class it is under ``native`` (the same accessors: ``leader.dsn()``,
+``host_port``, ``broker_url``, ``connect()``, ``set_delay``, ``lag``), with its lifecycle
+replaced by ``DockerService``, a mixin placed before it (as ``external.py`` does): ``start``
+creates the container from the lab's image (``labkit.providers.images``; built at the first
+``up`` if missing) with testcontainers-python's ``DockerContainer``, publishes its port on
+the host's 127.0.0.1 only, at the port the lab allocated (so addresses look as native ones),
+and waits for the same readiness check over the real protocol; ``stop``/``start`` are
+``docker stop``/``docker start`` (the container, and its data, stay), ``pause``/``resume``
+are ``docker pause``/``unpause``. PostgreSQL's leader and followers share one image and meet
+on the lab's private network (``labkit-<lab id>``) by container name; a follower's delay is
+set over SQL as natively. The leader's heartbeat writer stays a host process (it only needs
+the leader's published port).
 
-Why these few lines and not the Docker SDK: no labkit dependency speaks to Docker yet; the
-provider will bring the SDK (with testcontainers), and this check can then be
-``docker.DockerClient(base_url=...).ping()``.
+The lab is its own janitor (Ryuk, testcontainers' reaper, cannot be pulled where no registry
+answers, so it is disabled): every container and the network carry the label
+``labkit.lab=<lab id>`` (the id of the lab directory's marker), and before anything is
+created the lab directory records that it uses Docker (``docker.json``). ``labkit down``
+then removes whatever carries the label, also after ``kill -9`` of the process that started
+them (the state file may not list them; the label does). Nothing unlabelled is touched, and
+no image is ever removed.
+
+Cassandra has no image yet: asking for it on this provider is an error naming the fix.
+
+Why testcontainers and the Docker SDK rather than the ``docker`` CLI: the brief's choice
+(testcontainers creates the containers), and the SDK comes with it; reattaching from another
+process (``labkit status``, ``down``) looks containers up by name with the SDK.
+
+>>> lab = lk.up(provider="docker", followers=1)      # doctest: +SKIP
+>>> lab.leader.container_name, lab.leader.address    # doctest: +SKIP
+('labkit-3f2a9c1d7e4b-leader', '127.0.0.1:40001')
+>>> lab.memcached[0].pause()                         # docker pause      # doctest: +SKIP
+>>> lk.down()                             # removes containers and network  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-from urllib.parse import urlsplit
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
+from labkit._labdir import read_marker, record
+from labkit._proc import ServiceError, wait_ready
 from labkit.config import LabConfig
 from labkit.providers.base import Provider, Verdict
+from labkit.providers.engine import INSTALL, engine_version
+from labkit.services.base import health_row
+from labkit.services.memcached import Memcached
+from labkit.services.postgres import Postgres, PostgresServer
+from labkit.services.rabbitmq import RabbitMQ
 
-INSTALL = ("install a Docker engine (`apt-get install docker.io`, then start dockerd) or point "
-           "docker_host (LABKIT_DOCKER_HOST, or DOCKER_HOST) at one")
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket: how the Docker engine listens by default."""
-
-    def __init__(self, path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
+LABEL = "labkit.lab"          # the lab id, on every container and network the lab makes
+LABEL_DIR = "labkit.lab_dir"  # the lab directory, for whoever lists them
+RECORD = "docker.json"        # in the lab directory: this lab made containers (down sweeps)
+STOP_TIMEOUT_S = 10
+# The servers of one `up` start in parallel threads: one makes the network, one at a time
+# builds a missing image (the base is shared, and two builds on 2 cores gain nothing).
+_PREPARE = threading.Lock()
 
 
-def engine_version(docker_host: str, timeout_s: float = 3.0) -> str:
-    """The version of the Docker engine at ``docker_host``; raises OSError if none answers."""
-    url = urlsplit(docker_host)
-    if url.scheme == "unix":
-        conn: http.client.HTTPConnection = _UnixHTTPConnection(url.path, timeout_s)
-    elif url.scheme in ("tcp", "http"):
-        conn = http.client.HTTPConnection(url.hostname or "", url.port or 2375, timeout=timeout_s)
-    else:
-        raise OSError(f"labkit checks engines at unix:// and tcp:// addresses, not {docker_host}")
+def client(docker_host: str) -> Any:
+    """A Docker SDK client for the engine at ``docker_host``."""
     try:
-        conn.request("GET", "/_ping")
-        ping = conn.getresponse()
-        body = ping.read()
-        if ping.status != 200 or body.strip() != b"OK":
-            raise OSError(f"/_ping answered {ping.status} {body[:80]!r}, not a Docker engine's OK")
-        conn.request("GET", "/version")
-        return json.loads(conn.getresponse().read()).get("Version", "?")
-    finally:
-        conn.close()
+        import docker
+    except ImportError:
+        raise ServiceError("the docker provider needs the Docker SDK and testcontainers: "
+                           "`pip install -e .` in the lab's .venv (bash containers/bootstrap.sh)"
+                           ) from None
+    try:
+        c = docker.DockerClient(base_url=docker_host, timeout=120)
+        c.ping()
+    except Exception as e:
+        raise ServiceError(f"no Docker engine answers at {docker_host} ({e}): {INSTALL}") from None
+    return c
+
+
+class DockerLab:
+    """One lab on one engine: its client, its id (the label), its private network."""
+
+    def __init__(self, config: LabConfig) -> None:
+        marker = read_marker(config.lab_dir)
+        if marker is None:
+            raise ServiceError(f"{config.lab_dir} is no lab directory yet; `labkit up` makes it one")
+        self.config, self.lab_id = config, marker.lab_id
+        self.docker_host = config.docker_host
+        self.network = f"labkit-{self.lab_id[:12]}"
+
+    @cached_property
+    def client(self) -> Any:
+        return client(self.docker_host)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: self.lab_id, LABEL_DIR: str(self.config.lab_dir)}
+
+    def container_name(self, server: str) -> str:
+        return f"{self.network}-{server}"
+
+    def prepare(self) -> None:
+        """Before the first container: record that this lab uses Docker, make its network."""
+        import docker.errors
+        with _PREPARE:
+            path = self.config.lab_dir / RECORD
+            if not path.exists():
+                record(path)
+                path.write_text(json.dumps({"docker_host": self.docker_host,
+                                            "network": self.network, "lab_id": self.lab_id}))
+            try:
+                self.client.networks.get(self.network)
+            except docker.errors.NotFound:
+                self.client.networks.create(self.network, driver="bridge", labels=self.labels,
+                                            check_duplicate=True)
+
+    def image(self, service: str) -> str:
+        from labkit.providers import images
+        with _PREPARE:
+            return images.image_for(self.client, service, say=_say)
+
+
+def _say(line: str) -> None:
+    import sys
+    print(f"[docker] {line}", file=sys.stderr, flush=True)
+
+
+class DockerService:
+    """Mixin, placed before a server class: the server runs in a container of the lab's.
+
+    A subclass says its ``image_service`` (``containers/<it>/Dockerfile``), the port it listens
+    on inside (``container_port``), and its ``container_env``/``container_command``.
+    """
+
+    image_service: str
+    container_port: int
+    docker: DockerLab
+
+    def container_env(self) -> dict[str, str]:
+        return {}
+
+    def container_command(self) -> list[str] | None:
+        return None
+
+    @property
+    def container_name(self) -> str:
+        return self.docker.container_name(self.name)
+
+    def container(self) -> Any | None:
+        import docker.errors
+        try:
+            return self.docker.client.containers.get(self.container_name)
+        except docker.errors.NotFound:
+            return None
+
+    def _status(self) -> str:
+        c = self.container()
+        return c.status if c is not None else "missing"
+
+    def start(self) -> Any:
+        """Create (or restart) the container; return once it answers over its protocol."""
+        t0 = time.monotonic()
+        c = self.container()
+        if c is None:
+            self._create()
+        elif c.status == "paused":
+            c.unpause()
+        elif c.status != "running":
+            c.start()
+        try:
+            wait_ready(f"{self.name} (container {self.container_name})", self._ready_or_dead,
+                       timeout_s=self.timeout_s)
+        except ServiceError as e:
+            raise ServiceError(f"{e}{self.log_tail()}") from None
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def _create(self) -> None:
+        from testcontainers.core.config import testcontainers_config
+        from testcontainers.core.container import DockerContainer
+        # Ryuk (the reaper) is an image to pull; the lab removes its containers itself.
+        testcontainers_config.ryuk_disabled = True
+        self.docker.prepare()
+        image = self.docker.image(self.image_service)
+        engine = {"environment": {"DOCKER_HOST": self.docker.docker_host}}  # docker.from_env's
+        tc = DockerContainer(image, docker_client_kw=engine, name=self.container_name,
+                             env=self.container_env(), command=self.container_command())
+        # with_bind_ports takes no host address; the Docker SDK's ports do: loopback only.
+        tc.ports[f"{self.container_port}/tcp"] = ("127.0.0.1", self.port)  # type: ignore[assignment]
+        tc.with_kwargs(labels=self.docker.labels, network=self.docker.network,
+                       hostname=self.name).start()
+
+    def _ready_or_dead(self) -> bool:
+        status = self._status()
+        if status in ("exited", "dead", "missing"):
+            raise ServiceError(f"container {self.container_name} is {status}")
+        return self.ready()
+
+    def stop(self) -> None:
+        """``docker stop``: the container and its data stay (``labkit down`` removes them)."""
+        c = self.container()
+        if c is not None and c.status in ("running", "paused", "restarting"):
+            if c.status == "paused":
+                c.unpause()
+            c.stop(timeout=STOP_TIMEOUT_S)
+
+    def running(self) -> bool:
+        return self._status() in ("running", "paused")
+
+    def pause(self) -> None:
+        """``docker pause``: every process of the server frozen (the cgroup freezer)."""
+        c = self.container()
+        if c is None or c.status != "running":
+            raise ServiceError(f"{self.name} is not running ({self._status()}); start it first")
+        c.pause()
+
+    def resume(self) -> None:
+        """``docker unpause``."""
+        c = self.container()
+        if c is not None and c.status == "paused":
+            c.unpause()
+
+    @property
+    def procs(self) -> list[Any]:
+        return []  # no process of the host's: the container is the server
+
+    @procs.setter
+    def procs(self, value: Any) -> None:
+        pass
+
+    def health(self) -> dict[str, Any]:
+        return health_row(self, self.running)
+
+    def log_tail(self, lines: int = 15) -> str:
+        c = self.container()
+        if c is None:
+            return ""
+        tail = c.logs(tail=lines).decode(errors="replace").rstrip()
+        return f"\nLast lines of `docker logs {self.container_name}`:\n  " + tail.replace(
+            "\n", "\n  ") if tail else ""
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "provider": "docker", "container": self.container_name,
+                "host": self.host, **self._state()}
+
+    def restore(self, state: dict[str, Any]) -> Any:
+        self._restore(state)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<docker {type(self).__mro__[2].__name__} {self.name} {self.address} {self._status()}>"
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+
+class DockerPostgresServer(DockerService, PostgresServer):
+    """A PostgreSQL leader or follower in a container (one image; entrypoint.sh tells them apart)."""
+
+    image_service, container_port = "postgres", 5432
+
+    @property
+    def initialized(self) -> bool:
+        return self.container() is not None
+
+    def container_env(self) -> dict[str, str]:
+        env = {"LABKIT_PG_PASSWORD": self.password}
+        if self.is_follower:
+            assert isinstance(self.leader, DockerPostgresServer)
+            env.update(LABKIT_LEADER_HOST=self.leader.container_name, LABKIT_NAME=self.name)
+        return env
+
+    def _create(self) -> None:
+        if self.is_follower:
+            assert self.leader is not None
+            self.leader.drop_idle_slot(self.name)
+        super()._create()
+
+    def remove(self) -> None:
+        c = self.container()
+        if c is not None:
+            c.remove(force=True)
+
+
+class DockerPostgres(Postgres):
+    """A leader and its followers in containers on the lab's network."""
+
+    server_class = DockerPostgresServer
+
+    def __init__(self, workdir: Path, *, docker: DockerLab, **kwargs: Any) -> None:
+        super().__init__(workdir, **kwargs)
+        for s in self.servers:
+            s.docker = docker  # type: ignore[attr-defined]
+
+    def start(self) -> "DockerPostgres":
+        if not self.leader.initialized:  # old followers belong to a cluster that is gone
+            for f in self.followers:
+                f.remove()  # type: ignore[attr-defined]
+        super().start()
+        return self
+
+
+# --------------------------------------------------------------------- Memcached, RabbitMQ
+
+class DockerMemcached(DockerService, Memcached):
+    """One memcached in a container."""
+
+    image_service, container_port = "memcached", 11211
+
+    def container_command(self) -> list[str]:
+        return ["-m", str(self.memory_mb), "-t", str(self.threads)]
+
+
+class DockerRabbitMQ(DockerService, RabbitMQ):
+    """One RabbitMQ node in a container, with the lab's user and vhost."""
+
+    image_service, container_port = "rabbitmq", 5672
+
+    def container_env(self) -> dict[str, str]:
+        return {"LABKIT_RABBITMQ_CONF": self.render_conf("0.0.0.0", self.container_port)}
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """``rabbitmqctl ARGS`` inside the container (its node name and cookie are there)."""
+        c = self.container()
+        if c is None or c.status != "running":
+            raise ServiceError(f"{self.name} is not running ({self._status()}): `labkit up`")
+        code, out = c.exec_run(["rabbitmqctl", "--timeout", str(int(timeout_s)), *args],
+                               user="rabbitmq", demux=True)
+        stdout, stderr = (b.decode(errors="replace") if b else "" for b in out)
+        if code != 0:
+            raise ServiceError(f"rabbitmqctl {' '.join(args)} (rabbitmq) failed ({code}): "
+                               f"{(stderr or stdout).strip()[-500:]}")
+        return stdout
+
+
+# ------------------------------------------------------------------------------- builders
+
+def postgres(ctx: Any, saved: dict[str, Any] | None, followers: int) -> DockerPostgres:
+    cfg = ctx.config
+    pg = DockerPostgres(cfg.lab_dir / "postgres", docker=DockerLab(cfg),
+                        password=ctx.secrets["pg_password"], followers=followers,
+                        synchronous_commit=cfg.synchronous_commit, ports=ctx.ports,
+                        timeout_s=cfg.startup_timeout_s, host="127.0.0.1")
+    if saved is not None:
+        pg.restore(saved)
+    return pg
+
+
+def memcached(ctx: Any, saved: list[dict[str, Any]] | None, n: int) -> list[DockerMemcached]:
+    cfg, lab = ctx.config, DockerLab(ctx.config)
+    servers = [DockerMemcached(cfg.lab_dir / f"memcached-{i}", index=i, port=ctx.ports.take(),
+                               memory_mb=cfg.memcached_memory_mb, host="127.0.0.1",
+                               timeout_s=cfg.startup_timeout_s)
+               for i in range(n)]
+    for m, s in zip(servers, saved or [None] * n):
+        m.docker = lab
+        if s is not None:
+            m.restore(s)
+    return servers
+
+
+def rabbitmq(ctx: Any, saved: dict[str, Any] | None) -> DockerRabbitMQ:
+    cfg, creds = ctx.config, ctx.secrets
+    mq = DockerRabbitMQ(cfg.lab_dir / "rabbitmq", username=creds["mq_user"],
+                        password=creds["mq_password"], vhost=creds["mq_vhost"],
+                        port=ctx.ports.take(), host="127.0.0.1",
+                        timeout_s=cfg.startup_timeout_s)
+    mq.docker = DockerLab(cfg)
+    if saved is not None:
+        mq.restore(saved)
+    return mq
+
+
+NO_CASSANDRA = ("Cassandra cannot run on the docker provider yet (containers/cassandra/ has no "
+                "Dockerfile): bring the ring up on a native lab (provider = \"native\"), or "
+                "leave cassandra out of this one")
+
+
+# ------------------------------------------------------------------------------- janitor
+
+def sweep(config: LabConfig) -> list[str]:
+    """Remove every container and network labelled with this lab's id; their names.
+
+    Only for a lab directory that records Docker use (``docker.json``), so a native lab's
+    ``down`` never asks an engine. Containers first (a network in use cannot go).
+    """
+    path = config.lab_dir / RECORD
+    marker = read_marker(config.lab_dir)
+    if not path.exists() or marker is None:
+        return []
+    saved = json.loads(path.read_text())
+    c = client(saved.get("docker_host", config.docker_host))
+    gone = []
+    flt = {"label": f"{LABEL}={marker.lab_id}"}
+    for ctr in c.containers.list(all=True, filters=flt):
+        ctr.remove(force=True, v=True)
+        gone.append(ctr.name)
+    for net in c.networks.list(filters=flt):
+        net.remove()
+        gone.append(f"network {net.name}")
+    path.unlink()
+    return gone
 
 
 class DockerProvider(Provider):
-    """Containers on a local Docker engine (to come; see the module docstring)."""
+    """Containers on a Docker engine, from images built here (see the module docstring)."""
 
     name = "docker"
     manages = True
@@ -74,5 +414,20 @@ class DockerProvider(Provider):
         except (OSError, ValueError) as e:
             return Verdict(self.name, False, f"no Docker engine answers at {config.docker_host} "
                                              f"({e}): {INSTALL}")
+        try:
+            import testcontainers  # noqa: F401
+        except ImportError:
+            return Verdict(self.name, False, f"Docker engine {version} answers, but "
+                           "testcontainers is not installed: `pip install -e .` in the lab's "
+                           ".venv (bash containers/bootstrap.sh)")
+        from labkit.providers import images
+        try:
+            have = ", ".join(sorted(images.built(client(config.docker_host)))) or "none yet"
+        except Exception as e:  # an engine that answers /_ping but not the image list
+            have = f"could not list them ({type(e).__name__})"
         return Verdict(self.name, True, f"Docker engine {version} answers at "
-                                        f"{config.docker_host} (the provider itself is to come)")
+                                        f"{config.docker_host}; images built: {have} "
+                                        "(`labkit images build` makes the rest)")
+
+    def sweep(self, config: LabConfig) -> list[str]:
+        return sweep(config)

@@ -201,14 +201,20 @@ class PostgresServer(NativeService):
         assert self.leader is not None
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
-        # A slot left by an earlier follower of this name would make -C fail.
-        self.leader.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                            "WHERE slot_name = %s AND NOT active", (self.name,))
+        self.leader.drop_idle_slot(self.name)
         run([self._bin("pg_basebackup"), "-h", self.leader.host, "-p", str(self.leader.port),
              "-U", SUPERUSER, "-D", str(self.data_dir), "-X", "stream", "-c", "fast",
              "-C", "-S", self.name, "--no-sync"],
             user=self.user, env={"PGPASSWORD": self.password}, what="pg_basebackup (postgres)")
         (self.data_dir / "standby.signal").touch()
+
+    def drop_idle_slot(self, name: str) -> None:
+        """Drop replication slot ``name`` unless in use: a follower of that name is made anew.
+
+        (A slot left by an earlier follower of this name would make ``pg_basebackup -C`` fail.)
+        """
+        self.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                     "WHERE slot_name = %s AND NOT active", (name,))
 
     def _launch(self) -> None:
         self.procs.append(spawn(f"postgres-{self.name}", [self._bin("postgres"), "-D",
@@ -363,6 +369,8 @@ class Postgres(ServiceGroup):
     """
 
     kind = "postgres"
+    #: The class of its servers (the docker provider's runs each in a container).
+    server_class: type[PostgresServer] = PostgresServer
 
     def __init__(self, workdir: Path, *, password: str, followers: int = 1,
                  synchronous_commit: str = "local", ports: PortAllocator | None = None,
@@ -374,9 +382,9 @@ class Postgres(ServiceGroup):
         ports = ports or PortAllocator(host)
         common = dict(password=password, bin_dir=bin_dir, host=host, user=user,
                       timeout_s=timeout_s)
-        self.leader = PostgresServer(self.workdir / "leader", port=ports.take(), **common)
+        self.leader = self.server_class(self.workdir / "leader", port=ports.take(), **common)
         self.followers = [
-            PostgresServer(self.workdir / f"follower{i}", index=i, leader=self.leader,
+            self.server_class(self.workdir / f"follower{i}", index=i, leader=self.leader,
                            port=ports.take(), **common)
             for i in range(1, followers + 1)
         ]

@@ -68,12 +68,15 @@ class RabbitMQ(NativeService):
         self.epmd_port = self.epmd_port or ports.take()
         (self.workdir / "log").mkdir(exist_ok=True)
         templates = template_dir("rabbitmq")
-        template = (templates / "rabbitmq.conf").read_text()
-        (self.workdir / "rabbitmq.conf").write_text(template.format(
-            host=self.host, port=self.port, username=self.username, password=self.password,
-            vhost=self.vhost))
+        (self.workdir / "rabbitmq.conf").write_text(self.render_conf(self.host, self.port))
         (self.workdir / "rabbitmq.conf").chmod(0o600)
         (self.workdir / "enabled_plugins").write_text((templates / "enabled_plugins").read_text())
+
+    def render_conf(self, host: str, port: int) -> str:
+        """The node's rabbitmq.conf: AMQP on ``host:port``, with the lab's user and vhost."""
+        template = (template_dir("rabbitmq") / "rabbitmq.conf").read_text()
+        return template.format(host=host, port=port, username=self.username,
+                               password=self.password, vhost=self.vhost)
 
     def _env(self) -> dict[str, str]:
         w = str(self.workdir)

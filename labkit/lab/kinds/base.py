@@ -3,9 +3,9 @@
 A kind (postgres, memcached, ...) says, for the Lab:
 
 - how it is built under each provider (a method named after the provider: ``native(ctx,
-  saved)``, ``external(ctx, saved)``; a provider without one cannot run the kind), from the
-  config, its saved state, the lab's secrets and ports, or the servers lab.toml names
-  (all in ``ctx``);
+  saved)``, ``docker(ctx, saved)``, ``external(ctx, saved)``; a provider without one cannot
+  run the kind), from the config, its saved state, the lab's secrets and ports, or the
+  servers lab.toml names (all in ``ctx``);
 - which credentials it needs generated (``secrets``);
 - what it records in the state file (``state``), what ``lab.<name>`` returns (``access``,
   and any further ``accessors``);

@@ -14,7 +14,7 @@ from typing import Any
 from labkit._proc import ServiceError, new_password
 from labkit.config import CASSANDRA_TOPOLOGIES
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.providers import external
+from labkit.providers import docker, external
 from labkit.services.cassandra import Cassandra, CassandraCredentials
 
 Topologies = dict[str, Cassandra]
@@ -52,6 +52,9 @@ class CassandraKind(ServiceKind):
                 heap_mb=cfg.cassandra_heap_mb, java=cfg.java_bin, mvn=cfg.mvn_bin,
                 user=ctx.user, start_timeout_s=cfg.startup_timeout_s, credentials=creds)
         return out
+
+    def docker(self, ctx: BuildContext, saved: Any) -> Topologies:
+        raise ServiceError(docker.NO_CASSANDRA)
 
     def external(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
         wanted = [*self.saved_topologies(saved), "" if ctx.attaching else ctx.config.cassandra]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.providers import external
+from labkit.providers import docker, external
 from labkit.services.memcached import Memcached
 
 
@@ -13,10 +13,14 @@ class MemcachedKind(ServiceKind):
     name = "memcached"
     empty: list[Memcached] = []
 
-    def native(self, ctx: BuildContext, saved: list[dict[str, Any]] | None) -> list[Memcached]:
+    def count(self, ctx: BuildContext, saved: list[dict[str, Any]] | None) -> int:
+        """As many instances as run already, or as the config asks for at ``up``."""
         cfg = ctx.config
         asked = 0 if ctx.attaching or self.name not in cfg.services else cfg.memcached_instances
-        n = max(asked, len(saved or []))
+        return max(asked, len(saved or []))
+
+    def native(self, ctx: BuildContext, saved: list[dict[str, Any]] | None) -> list[Memcached]:
+        cfg, n = ctx.config, self.count(ctx, saved)
         servers = [Memcached(cfg.lab_dir / f"memcached-{i}", index=i, port=ctx.ports.take(),
                              memory_mb=cfg.memcached_memory_mb, binary=cfg.memcached_bin,
                              host=cfg.host, user=ctx.user)
@@ -24,6 +28,9 @@ class MemcachedKind(ServiceKind):
         for m, s in zip(servers, saved or []):
             m.restore(s)
         return servers
+
+    def docker(self, ctx: BuildContext, saved: list[dict[str, Any]] | None) -> list[Memcached]:
+        return list(docker.memcached(ctx, saved, self.count(ctx, saved)))
 
     def external(self, ctx: BuildContext, saved: Any) -> list[Memcached]:
         return list(external.memcached(ctx.external))

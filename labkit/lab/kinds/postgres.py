@@ -8,7 +8,7 @@ from typing import Any
 from labkit._proc import new_password
 from labkit.lab.kinds.base import BuildContext, ServiceKind
 from labkit.lab.status import size
-from labkit.providers import external
+from labkit.providers import docker, external
 from labkit.services.postgres import Postgres
 
 
@@ -16,18 +16,26 @@ class PostgresKind(ServiceKind):
     name = "postgres"
     secrets = {"pg_password": new_password}
 
+    @staticmethod
+    def followers(ctx: BuildContext, saved: dict[str, Any] | None) -> int:
+        """As many followers as run already, or as the config asks for at ``up``."""
+        known = len(saved["servers"]) - 1 if saved is not None else 0
+        asked = 0 if ctx.attaching or "postgres" not in ctx.config.services else ctx.config.followers
+        return max(asked, known)
+
     def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Postgres:
         cfg = ctx.config
-        known = len(saved["servers"]) - 1 if saved is not None else 0
-        asked = 0 if ctx.attaching or self.name not in cfg.services else cfg.followers
         pg = Postgres(cfg.lab_dir / "postgres", password=ctx.secrets["pg_password"],
-                      followers=max(asked, known),
+                      followers=self.followers(ctx, saved),
                       synchronous_commit=cfg.synchronous_commit, ports=ctx.ports,
                       bin_dir=cfg.pg_bin_dir, timeout_s=cfg.startup_timeout_s,
                       host=cfg.host, user=ctx.user)
         if saved is not None:
             pg.restore(saved)
         return pg
+
+    def docker(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Postgres:
+        return docker.postgres(ctx, saved, self.followers(ctx, saved))
 
     def external(self, ctx: BuildContext, saved: Any) -> Postgres:
         return external.postgres(ctx.external, ctx.config.synchronous_commit)

@@ -7,7 +7,7 @@ from typing import Any
 
 from labkit._proc import new_password
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.providers import external
+from labkit.providers import docker, external
 from labkit.services.rabbitmq import RabbitMQ
 
 
@@ -27,6 +27,9 @@ class RabbitMQKind(ServiceKind):
         if saved is not None:
             mq.restore(saved)
         return mq
+
+    def docker(self, ctx: BuildContext, saved: dict[str, Any] | None) -> RabbitMQ:
+        return docker.rabbitmq(ctx, saved)
 
     def external(self, ctx: BuildContext, saved: Any) -> RabbitMQ:
         return external.rabbitmq(ctx.external)

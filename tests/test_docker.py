@@ -1,0 +1,224 @@
+"""The docker provider: the lab's servers in containers on a local Docker engine.
+
+One lab on docker (PostgreSQL leader + follower, Memcached, RabbitMQ) serves the service tests;
+the CLI tests start labs of their own in fresh directories. They run wherever an engine
+answers; where none does they skip, saying why, except in CI (CI=true), where bootstrap.sh
+starts one and a skip would hide a broken provider: there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import amqp
+import pytest
+from pymemcache.client.base import Client
+
+import labkit as lk
+from labkit._labdir import make_temp, read_marker
+from labkit._proc import ServiceError
+from labkit.config import LabConfig
+from labkit.providers import docker as dockerp
+from labkit.providers.engine import engine_version
+
+
+def _engine() -> str:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        engine_version(host)
+        import testcontainers  # noqa: F401
+    except (OSError, ValueError, ImportError) as e:
+        why = (f"the docker provider cannot run here ({e}); `LABKIT_DOCKER=1 bash "
+               "containers/bootstrap.sh` installs and starts an engine")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"in CI the docker provider must run: {why}")
+        pytest.skip(why)
+    return host
+
+
+@pytest.fixture(scope="module")
+def client():
+    return dockerp.client(_engine())
+
+
+@pytest.fixture(scope="module")
+def dlab(client):
+    lab_dir = make_temp("labkit-docker-")
+    try:
+        yield lk.up(lab_dir=lab_dir, provider="docker", followers=1,
+                    services=("postgres", "memcached", "rabbitmq"))
+    finally:
+        lk.down(lab_dir=lab_dir, purge=True)
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def _labelled(client, lab_dir) -> list[str]:
+    """Containers and networks labelled with the lab of ``lab_dir``."""
+    flt = {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
+    return ([c.name for c in client.containers.list(all=True, filters=flt)]
+            + [n.name for n in client.networks.list(filters=flt)])
+
+
+def test_servers_run_in_containers_published_on_loopback_only(dlab, client):
+    assert dlab.provider.name == "docker"
+    for svc in (dlab.leader, dlab.follower, dlab.memcached[0], dlab.rabbitmq):
+        c = client.containers.get(svc.container_name)
+        assert c.status == "running" and c.labels[dockerp.LABEL]
+        bindings = [b for bs in c.attrs["HostConfig"]["PortBindings"].values() for b in bs]
+        assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(svc.port)}]
+        assert svc.host == "127.0.0.1"
+    assert all(r["ok"] for r in dlab.health()), dlab.status_table()
+
+
+def test_postgres_leader_and_follower_replicate_with_a_delay(dlab):
+    pg = dlab.postgres
+    db = pg.create_database(f"d_{uuid.uuid4().hex[:8]}")  # waits for the follower too
+    dlab.leader.execute("CREATE TABLE t (x int)", dbname=db)
+    dlab.leader.execute("INSERT INTO t VALUES (1)", dbname=db)
+    dlab.follower.wait_replayed()
+    assert dlab.follower.execute("SELECT x FROM t", dbname=db) == [(1,)]
+    assert dlab.follower.execute("SELECT pg_is_in_recovery()") == [(True,)]
+    try:
+        dlab.follower.set_delay(400, settle=True)
+        assert dlab.follower.delay_ms() == 400
+        dlab.leader.execute("INSERT INTO t VALUES (2)", dbname=db)  # a write to be held back
+        lag = dlab.follower.lag()  # read over SQL, from the leader's heartbeat, as on native
+        assert lag.bytes > 0 and lag.ms >= 200, lag
+    finally:
+        dlab.follower.set_delay(0)
+    # The generated password is the login; a wrong one is refused.
+    import psycopg
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dlab.leader.dsn().replace(dlab.leader.password, "wrong"),
+                        connect_timeout=3)
+    pg.drop_database(db)
+
+
+def test_a_follower_stops_and_starts_and_catches_up(dlab):
+    f = dlab.follower
+    f.stop()
+    assert not f.running() and not f.health()["ok"]
+    dlab.leader.execute("CREATE TABLE IF NOT EXISTS while_down (x int)")
+    f.start()
+    f.wait_replayed(timeout_s=30)
+    assert f.execute("SELECT count(*) FROM while_down") == [(0,)]
+    dlab.leader.execute("DROP TABLE while_down")
+
+
+def test_memcached_pause_freezes_it_and_resume_thaws(dlab):
+    mc = dlab.memcached[0]
+    c = Client(mc.host_port, connect_timeout=2, timeout=1)
+    assert c.set("k", b"v", noreply=False) and c.get("k") == b"v"
+    mc.pause()
+    try:
+        assert mc.running()  # paused, not gone
+        with pytest.raises(Exception):
+            mc.ready()  # frozen: no answer within the check's timeout
+    finally:
+        mc.resume()
+    assert Client(mc.host_port, connect_timeout=2, timeout=2).get("k") == b"v"
+
+
+def test_rabbitmq_speaks_amqp_with_the_lab_user_and_rabbitmqctl_runs_inside(dlab):
+    mq = dlab.rabbitmq
+    q = f"q-{uuid.uuid4().hex[:8]}"
+    with mq.connect() as conn:
+        ch = conn.channel()
+        ch.queue_declare(q, durable=False, auto_delete=False)
+        ch.basic_publish(amqp.Message("hello"), routing_key=q)
+        assert ch.basic_get(q, no_ack=True).body == "hello"
+    assert q in mq.queues()  # `rabbitmqctl list_queues` through docker exec
+    mq.delete_queues([q])
+    with mq.connect() as conn, pytest.raises(amqp.exceptions.NotFound):
+        conn.channel().queue_declare(q, passive=True)
+    with pytest.raises(amqp.exceptions.AccessRefused):
+        amqp.Connection(host=mq.address, userid="guest", password="guest",
+                        virtual_host=mq.vhost, connect_timeout=3).connect()
+
+
+def test_cassandra_on_docker_is_a_clear_error(client, fresh_lab_dir):
+    with pytest.raises(ServiceError, match="no Dockerfile.*provider = \"native\""):
+        lk.up(lab_dir=fresh_lab_dir, provider="docker", services=("memcached",),
+              cassandra="single")
+
+
+def _labkit(env: dict[str, str], *args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True,
+                          text=True, timeout=300, env=env, **kw)
+
+
+def test_cli_up_status_down_removes_containers_and_network(client, fresh_lab_dir):
+    env = {**os.environ, "LABKIT_LAB_DIR": str(fresh_lab_dir)}
+    env.pop("LABKIT_CONFIG", None)
+    up = _labkit(env, "up", "--provider", "docker", "--services", "memcached")
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = _labkit(env, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert any(l.split()[:2] == ["memcached-0", "ok"] for l in status.stdout.splitlines()), \
+        status.stdout
+    assert len(_labelled(client, fresh_lab_dir)) == 2  # the container and the network
+    down = _labkit(env, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "removed the lab's containers and network" in down.stdout, down.stdout
+    assert _labelled(client, fresh_lab_dir) == []
+
+
+def test_down_after_kill_9_of_the_starter_removes_what_it_made(client, fresh_lab_dir):
+    env = {**os.environ, "LABKIT_LAB_DIR": str(fresh_lab_dir)}
+    env.pop("LABKIT_CONFIG", None)
+    starter = subprocess.Popen([sys.executable, "-m", "labkit.cli", "up", "--provider", "docker",
+                                "--services", "postgres,memcached", "--followers", "0"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        flt = {"label": f"{dockerp.LABEL}={read_marker(fresh_lab_dir).lab_id}"}
+        while not client.containers.list(all=True, filters=flt):
+            assert time.monotonic() < deadline and starter.poll() is None, "no container came"
+            time.sleep(0.2)
+    finally:
+        starter.send_signal(signal.SIGKILL)
+        starter.wait()
+    assert _labelled(client, fresh_lab_dir)  # left behind by the killed starter
+    down = _labkit(env, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _labelled(client, fresh_lab_dir) == []
+
+
+def test_an_image_is_named_by_its_build_context_and_base(tmp_path, monkeypatch):
+    """Reuse by content hash: the same files and base give the same tag, any edit a new one."""
+    from labkit.providers import images
+    (tmp_path / "memcached").mkdir()
+    dockerfile = tmp_path / "memcached" / "Dockerfile"
+    dockerfile.write_text("FROM debian:bookworm\n")
+    monkeypatch.setattr(images, "template_dir", lambda service: tmp_path / service)
+    first = images.tag("memcached", "sha256:base1")
+    assert first == images.tag("memcached", "sha256:base1")
+    assert first.startswith("labkit/memcached:")
+    assert images.tag("memcached", "sha256:base2") != first  # a new base builds anew
+    dockerfile.write_text("FROM debian:bookworm\nRUN true\n")
+    assert images.tag("memcached", "sha256:base1") != first  # so does an edited Dockerfile
+    (tmp_path / "memcached" / "extra.conf").write_text("x")
+    assert len({first, images.tag("memcached", "sha256:base1")}) == 2
+
+
+
+def test_notebook_00_runs_unchanged_on_docker(client):
+    """The lab tour on docker: the same cells and asserts (the session's own lab is native).
+
+    In a pytest of its own: the root conftest.py gives it a fresh lab directory, where the
+    notebook's `lk.up()` starts a docker lab (LABKIT_PROVIDER), stopped and purged at its end.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LABKIT_PROVIDER": "docker"}
+    env.pop("LABKIT_LAB_DIR", None)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "notebooks/00_lab_tour.ipynb"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
