@@ -86,3 +86,9 @@ def test_render_writes_notebook_00_executed_with_its_machine(lab, tmp_path):
     assert "every cell ran without an error" in page
     assert results.machine()["hostname"] in page
     assert "lab ready in" in page                       # an output of the first code cell
+
+
+def test_experiments_without_cassandra_run_first():
+    """A Cassandra node that fails to start must not fail the experiments that need none."""
+    order = sorted(REGISTRY, key=lambda n: report._needs_cassandra(REGISTRY[n]))
+    assert order[:2] == ["herd", "canary"] and set(order[2:]) == {"consistency", "akkio"}

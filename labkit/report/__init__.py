@@ -65,11 +65,23 @@ def experiment_argv(name: str, module_name: str, quick: bool) -> list[str]:
     return ["experiment", name, *args]
 
 
+def _needs_cassandra(module_name: str) -> bool:
+    """Whether the experiment's command brings Cassandra up (its parser's default says so)."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    importlib.import_module(module_name).add_arguments(parser)
+    return parser.get_default("cassandra") is not None
+
+
 def run(lab_dir: Path, registry: Registry, *, quick: bool,
         log: Callable[[str], None] = print) -> dict[str, Outcome]:
-    """Run every registered experiment on the lab in ``lab_dir``; what each run did."""
+    """Run every registered experiment on the lab in ``lab_dir``; what each run did.
+
+    Those without Cassandra run first: a later ``Lab.up`` reattaches to every server the lab
+    has, so a Cassandra node that failed to start would otherwise fail them too.
+    """
     outcomes = {}
-    for name, module_name in registry.items():
+    for name, module_name in sorted(registry.items(), key=lambda kv: _needs_cassandra(kv[1])):
         argv = experiment_argv(name, module_name, quick)
         shown = shlex.join(["labkit", *argv])
         log(f"[report] {shown}")
