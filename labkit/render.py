@@ -50,16 +50,24 @@ def render_one(path: Path, out_dir: Path, env: Mapping[str, str], *,
     from nbclient.exceptions import CellExecutionError
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     t0 = time.monotonic()
-    error = ""
-    try:
-        client.execute(env=dict(env))
-    except CellExecutionError as e:
-        error = (getattr(e, "ename", "") + ": " + getattr(e, "evalue", "")).strip(": ") or \
-            str(e).strip().splitlines()[-1]
+    for attempt in (1, 2):
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        error = ""
+        try:
+            client.execute(env=dict(env))
+        except CellExecutionError as e:
+            error = (getattr(e, "ename", "") + ": " + getattr(e, "evalue", "")).strip(": ") \
+                or str(e).strip().splitlines()[-1]
+        except Exception as e:  # the kernel died or never started: say so, go on to the next
+            error = f"kernel: {type(e).__name__}: {e}"
+            # jupyter_client picks free TCP ports before the kernel binds them: on a busy
+            # machine another process can take one first (ZMQError: address in use). Once more.
+            if attempt == 1 and not any(c.get("execution_count") for c in nb.cells):
+                continue
+        break
     seconds = time.monotonic() - t0
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(_banner(seconds, error)))
     body, _ = HTMLExporter().from_notebook_node(nb)
