@@ -49,7 +49,7 @@ def test_every_experiment_saves_its_results_where_the_report_reads(lab, tmp_path
     assert "<table>" in page
     # the others never ran in that lab directory: shown so, with the command that runs them
     assert "not run: `labkit experiment consistency`" in md
-    assert "labkit experiment akkio --users 16" in md   # the --quick variant of the command
+    assert "labkit experiment akkio --users 20" in md   # the --quick variant of the command
 
 
 def test_a_missing_experiment_shows_as_not_run(tmp_path):

@@ -213,8 +213,9 @@ def plot(rows: Sequence[dict[str, Any]], max_s: float = 60.0, ax: Any = None) ->
 
 
 # ------------------------------------------------------------------------------- report
-#: What `labkit report --quick` runs: one good and one erroring release, analysed 20 s each.
-QUICK_ARGS = ("--kinds", "good,errors", "--runs", "1", "--max-s", "20")
+#: What `labkit report --quick` runs: one good and one erroring release, analysed 30 s each
+#: (at 20 s the Kayenta judge had too few samples to roll the error spike back).
+QUICK_ARGS = ("--kinds", "good,errors", "--runs", "1", "--max-s", "30")
 
 
 def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
