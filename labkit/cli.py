@@ -11,6 +11,8 @@
     labkit experiment herd --clients 256 --lease meta --out results.json
     labkit experiment consistency --phases baseline,slow,outage --out results.json
     labkit experiment chaos --duration 60 --rate 8 --faults all --out chaos.json
+    labkit report [--quick] [--collect-only] [--out DIR]
+    labkit render [NOTEBOOK...] [--out DIR]
     labkit exercises build [--check]
     labkit exercises release DIR
     labkit grade PATH... [--out DIR] [--export canvas|gradescope] [--cassandra ring] [--insecure]
@@ -260,6 +262,56 @@ def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
         e.set_defaults(func=_experiment_runner(module_name))
 
 
+# ------------------------------------------------------------------------- report and render
+# `labkit report` (labkit.report: every published figure beside the lab's) and `labkit render`
+# (labkit.render: an executed HTML copy of every notebook).
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from labkit import report
+    cfg = _config(args)
+    registry = {name: module_name for name, (module_name, _) in EXPERIMENTS.items()}
+    out = args.out or cfg.lab_dir / "report"
+    t0 = time.monotonic()
+    outcomes = None if args.collect_only else report.run(cfg.lab_dir, registry, quick=args.quick)
+    how = "labkit report" + (" --collect-only" if args.collect_only else "") + \
+        (" --quick" if args.quick else "")
+    html, md = report.write(cfg.lab_dir, registry, out, outcomes=outcomes, how=how)
+    print(f"report: {html}\n        {md}\n({time.monotonic() - t0:.0f} s)")
+    return 1 if outcomes and any(o.returncode for o in outcomes.values()) else 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from labkit import render
+    cfg = _config(args)
+    lab = Lab.attach(cfg)  # executed against the running lab: start it with `labkit up`
+    paths = args.notebooks or sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    done = render.render(paths, args.out or cfg.lab_dir / "rendered",
+                         {**os.environ, **lab.env()})
+    failed = [r for r in done if r.error]
+    print(f"rendered {len(done) - len(failed)} of {len(done)} notebooks without an error"
+          + "".join(f"\n  {r.notebook}: {r.error}" for r in failed))
+    return 1 if failed else 0
+
+
+def _add_report_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="run every experiment (or collect its latest results) and "
+                       "write one HTML page and one Markdown file: published figure vs the lab's")
+    p.add_argument("--quick", action="store_true",
+                   help="small parameters (each experiment's QUICK_ARGS): minutes, not hours")
+    p.add_argument("--collect-only", action="store_true",
+                   help="run nothing: report the latest results in <lab_dir>/results")
+    p.add_argument("--out", type=Path, help="folder for report.html, report.md and the plots "
+                                            "(default <lab_dir>/report)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("render", help="execute every notebook against the running lab and write "
+                       "it as HTML, with the machine it ran on")
+    p.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb")
+    p.add_argument("--out", type=Path, help="default <lab_dir>/rendered")
+    p.set_defaults(func=cmd_render)
+
+
 # --------------------------------------------------------------------- exercises and grading
 # `labkit exercises build [--check]` and `labkit grade PATH... [--out DIR]`: the work is done
 # in labkit.grading (format, generator, autograder).
@@ -406,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
     _add_experiment_parsers(sub)
+    _add_report_parsers(sub)
     _add_grading_parsers(sub)
     _add_images_parsers(sub)
     args = parser.parse_args(argv)

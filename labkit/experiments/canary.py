@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from labkit.deploy.judges import KayentaJudge, ThresholdJudge
 from labkit.deploy.release import REPO, Release
 from labkit.deploy.rollout import DecisionLog
 from labkit.deploy.workload import Workload
+from labkit.experiments.results import save as save_results
 from labkit.web.config import WebConfig
 from labkit.web.loadgen import OpenLoad
 
@@ -212,6 +212,31 @@ def plot(rows: Sequence[dict[str, Any]], max_s: float = 60.0, ax: Any = None) ->
     return ax
 
 
+# ------------------------------------------------------------------------------- report
+#: What `labkit report --quick` runs: one good and one erroring release, analysed 30 s each
+#: (at 20 s the Kayenta judge had too few samples to roll the error spike back).
+QUICK_ARGS = ("--kinds", "good,errors", "--runs", "1", "--max-s", "30")
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A one-line summary per judge, then per judge and release kind: rollbacks, time to decide."""
+    summary = summarize(rows)
+    out = ["; ".join(f"{judge}: " + ", ".join(
+        f"{s['kind']} rolled back {s['rolled_back']}/{s['runs']}" for s in summary
+        if s["judge"] == judge) for judge in dict.fromkeys(s["judge"] for s in summary))]
+    for s in summary:
+        t = "" if s["median_decision_s"] is None else f", median {s['median_decision_s']:.1f} s"
+        what = "false rollbacks" if s["kind"] == "good" else "rolled back"
+        out.append(f"{s['judge']} on {s['kind']}: {what} {s['rolled_back']}/{s['runs']}{t}")
+    return out
+
+
+def plot_result(rows: Sequence[dict[str, Any]], ax: Any = None) -> Any:
+    """``plot`` of saved rows (which do not keep ``--max-s``: the longest decision stands in)."""
+    decided = [r["decision_s"] for r in rows if r["decision_s"] is not None]
+    return plot(rows, max_s=max(decided, default=60.0), ax=ax)
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -238,6 +263,7 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def run_cli(args: argparse.Namespace, lab: Any) -> int:
     """Run the experiment described by ``args`` on ``lab``; print the table."""
+    started_s = time.time()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
 
     def progress(row: dict) -> None:
@@ -250,7 +276,5 @@ def run_cli(args: argparse.Namespace, lab: Any) -> int:
                           max_s=args.max_s, rate_per_s=args.rate, progress=progress,
                           log_path=args.log)
     print(table(summarize(rows)))
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"results written to {args.out}")
+    save_results(args, lab, "canary", rows, started_s=started_s)
     return 0

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -47,6 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from labkit._proc import BackgroundLoop
 from labkit.backend import feeds, ids
+from labkit.experiments.results import save as save_results
 
 DEFAULT_KEYSPACE = "consistency"
 LEVELS = ("ONE", "QUORUM", "ALL")
@@ -548,6 +548,40 @@ def plot_timeline(history: History, ax: Any = None) -> Any:
     return ax
 
 
+# ------------------------------------------------------------------------------- report
+#: What `labkit report --quick` runs: two (W, R) pairs, no outage phase (its repair is slow).
+QUICK_ARGS = ("--phases", "baseline,slow", "--trials", "6", "--delays", "0,20,200,1000",
+              "--pairs", "ONE/ONE,QUORUM/QUORUM")
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """Per phase: P(consistent) of W=R=ONE at t=0 and the first t with no stale read."""
+    out = []
+    for phase, res in results.items():
+        if phase == "outage":
+            out.append(f"outage: hints {res['hints_s']} s, read repair {res['read_repair_s']} "
+                       f"s, nodetool repair {res['nodetool_repair_s']} s")
+            continue
+        for w, r in dict.fromkeys((x["w"], x["r"]) for x in res["rows"]):
+            cells = sorted((x for x in res["rows"] if (x["w"], x["r"]) == (w, r)
+                            and x["reads"]), key=lambda x: x["t_ms"])
+            if not cells:
+                continue
+            clean = next((x["t_ms"] for x in cells if x["stale"] == 0), None)
+            stale, reads = stale_rate(res["rows"], w, r)
+            out.append(f"{phase}, {w}/{r}: P(consistent) {cells[0]['p_consistent']:.3f} at "
+                       f"t = {cells[0]['t_ms']:g} ms; "
+                       + (f"no stale read from t = {clean:g} ms" if clean is not None
+                          else "stale reads at every t tried")
+                       + f" ({stale} stale of {reads} reads)")
+    return out
+
+
+def plot_result(results: dict[str, Any], ax: Any = None) -> Any:
+    """``plot`` of every t-visibility phase in a saved result."""
+    return plot({p: r["rows"] for p, r in results.items() if p != "outage"}, ax=ax)
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -597,6 +631,7 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def run_cli(args: argparse.Namespace, lab: Any) -> int:
     """Run the phases of ``args`` on ``lab``'s ring; print the tables."""
+    started_s = time.time()
     phases, pairs, delays = _parsed(args)
     try:
         ks = prepare(lab, args.keyspace)
@@ -621,7 +656,5 @@ def run_cli(args: argparse.Namespace, lab: Any) -> int:
         results[phase] = {"rows": rows, "history": history.to_json()}
         print(f"\n{phase}: P(read sees the write) by t after the write's acknowledgement")
         print(table(rows))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"results written to {args.out}")
+    save_results(args, lab, "consistency", results, started_s=started_s)
     return 0

@@ -22,7 +22,6 @@ reported beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import queue
 import threading
@@ -37,6 +36,7 @@ from psycopg import sql
 from labkit.backend import datagen, ids, schema
 from labkit.backend.cache import Database, cache_key, percentile, statement_calls
 from labkit.backend.leases import KINDS, make_lease
+from labkit.experiments.results import save as save_results
 
 REFILL_SQL = "SELECT slow_like_count(%s, %s)"
 DEFAULT_DBNAME = "labkit_herd"
@@ -305,6 +305,46 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- report
+#: What `labkit report --quick` runs: a few client counts, no protection against two leases.
+QUICK_ARGS = ("--clients", "1,16,64", "--lease", "none,tokens,meta", "--rounds", "2")
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lab's figures: a one-line summary, then queries per expiry per lease kind."""
+    top = max(r["clients"] for r in rows)
+    at_top = [r for r in rows if r["clients"] == top]
+    out = [f"at {top} clients, DB queries per expiry (peak q/s): " + ", ".join(
+        f"{r['lease']} {r['queries_per_expiry']:.1f} ({r['peak_queries_per_s']:.0f})"
+        for r in at_top)]
+    for r in at_top:
+        out.append(f"{r['lease']}: {r['queries_per_expiry']:.1f} per expiry "
+                   f"({r['peak_queries_per_s']:.0f} q/s peak), client p99 {r['p99_ms']} ms, "
+                   f"{r['errors']} errors")
+    return out
+
+
+def plot(rows: Sequence[dict[str, Any]], ax: Any = None) -> Any:
+    """Queries per expiry against concurrent clients, one line per lease kind."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    for i, kind in enumerate(dict.fromkeys(r["lease"] for r in rows)):
+        sel = sorted((r for r in rows if r["lease"] == kind), key=lambda r: r["clients"])
+        # kinds that coincide (every lease at 1.0) stay visible: shrinking markers, dashes
+        ax.plot([r["clients"] for r in sel], [r["queries_per_expiry"] for r in sel],
+                marker="osD^"[i % 4], ms=9 - 2 * (i % 4), ls="-" if i == 0 else "--", label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="concurrent clients at the expiry", ylabel="DB queries per expiry",
+           title="Thundering herd: refills per expiry (pg_stat_statements)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+plot_result = plot
+
+
 # ---------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``labkit experiment herd`` (shared by ``main`` and ``labkit.cli``)."""
@@ -343,6 +383,7 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def run_cli(args: argparse.Namespace, lab: Any) -> int:
     """Run the experiment described by ``args`` on ``lab``; print the table."""
+    started_s = time.time()
     clients, leases = _clients_and_leases(args)
     dsn = prepare(lab.leader)
     rows = sweep(dsn, lab.cache_servers, clients=clients, leases=leases, rounds=args.rounds,
@@ -353,9 +394,7 @@ def run_cli(args: argparse.Namespace, lab: Any) -> int:
     for r in rows:
         print(f"  {r['lease']:<11} clients={r['clients']:<4} p50={r['p50_ms']} ms "
               f"p99={r['p99_ms']} ms errors={r['errors']} peak={r['peak_queries_per_s']:.0f} q/s")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"results written to {args.out}")
+    save_results(args, lab, "herd", rows, started_s=started_s)
     return 0
 
 
