@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from labkit.chaos import checkers, load, nemesis, report
 from labkit.chaos.history import History
+from labkit.experiments.results import save as save_results
 
 DEFAULT_STALE_BOUND_S = 5.0
 
@@ -144,11 +146,45 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+QUICK_ARGS = ("--duration", "40", "--rate", "6", "--faults", "gunicorn-kill,memcached-restart",
+              "--hold-s", "3")
+
+
+def headline(result: dict[str, Any]) -> list[str]:
+    """The report's lines: healthy figures, each fault's cost, the checkers' verdicts."""
+    h = result["healthy"]
+    lines = [f"healthy at {result['params']['rate_per_s']:g}/s: p50 {h['p50_ms']} ms, "
+             f"p99 {h['p99_ms']} ms, {h['errors']} errors"]
+    lines += [f"{row['fault']}: p99 {row['p99_ms']} ms, {row['errors']} errors, recovered in "
+              f"{row['recover_s']} s" for row in result["faults"]]
+    lines += [f"checker {v['name']}: {'ok' if v['ok'] else 'VIOLATED'} "
+              f"({len(v['violations'])} violation(s))" for v in result["checkers"]]
+    return lines
+
+
+def plot_result(result: dict[str, Any], ax: Any = None) -> Any:
+    """p99 per second over the run, fault windows shaded (from the saved timeline)."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        ax = plt.subplots(figsize=(8, 3.5))[1]
+    rows = result["timeline"]
+    ax.plot([r["t_s"] for r in rows], [r["p99_ms"] for r in rows], label="p99 ms")
+    for row in result["faults"]:
+        ax.axvspan(row["start_s"], row["end_s"], alpha=0.2, color="tab:red")
+    ax.set_xlabel("seconds into the run (faults shaded)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.legend()
+    return ax
+
+
 def run_cli(args: argparse.Namespace, lab: Any) -> int:
+    started_s = time.time()
     result, history = run(lab, duration_s=args.duration, rate_per_s=args.rate,
                           faults=nemesis.parse_faults(args.faults), hold_s=args.hold_s,
                           seed=args.seed)
     print(table(result))
     paths = write(result, history, args.out)
     print("written: " + ", ".join(str(p) for p in paths))
+    save_results(argparse.Namespace(**{**vars(args), "out": None}), lab, "chaos", result,
+                 started_s=started_s)  # --out is written above, with its plot and history
     return 0

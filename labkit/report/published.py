@@ -55,6 +55,9 @@ IG_GC = Source("Instagram Engineering, \"Dismissing Python Garbage Collection at
                "Engineering, 2017; gc.freeze() from CPython bpo-31558",
                "https://instagram-engineering.com/dismissing-python-garbage-collection-at-"
                "instagram-4dca40b29172")
+JEPSEN = Source("Jepsen: histories, a nemesis and checkers",
+                "K. Kingsbury, Jepsen analyses of distributed systems under faults (jepsen.io)",
+                "https://jepsen.io")
 IG_CD = Source("Instagram Engineering, \"Continuous Deployment at Instagram\" (2016)",
                "M. Gorven, Continuous Deployment at Instagram, Instagram Engineering, 2016",
                "https://instagram-engineering.com/continuous-deployment-at-instagram-"
@@ -116,6 +119,14 @@ PUBLISHED: tuple[Published, ...] = (
               IG_GC, None, "11_cython_and_memory",
               "A few gunicorn workers on 2 cores; notebook 11 measures private memory growth "
               "per 1,000 requests per GC setting (not yet a `labkit experiment`)."),
+    Published("the whole backend under faults",
+              "the backend keeps working when one part temporarily fails (a claim; no figure "
+              "published): no acknowledged like lost, each notification once, every post in "
+              "every feed",
+              "Instagram's production backend; Jepsen's method for checking such claims",
+              JEPSEN, "chaos", "12_backend_under_faults",
+              "One machine, every server and the load generator on 2 shared cores, a few "
+              "requests per second: the checkers' verdicts compare, the latencies do not."),
     Published("canary releases (fixed thresholds)",
               "a canary is accepted at < 0.5% 5xx and ≥ 90% 2xx; 30–50 deploys a day",
               "Instagram's production canary tier",

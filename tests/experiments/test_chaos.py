@@ -62,3 +62,15 @@ def test_a_short_chaos_run_writes_json_plot_and_history(ring_lab, tmp_path, caps
     assert result["backend"] == {"database": "chaos", "key_prefix": "chaos",
                                  "keyspace": "chaos_feeds", "queue": "chaos-tasks"}
     assert "memcached-restart" in capsys.readouterr().out
+    # the checkers ran on the real run; the durability, counter, notification and feed
+    # checkers hold under these two faults (issue 14's target)
+    verdicts = {v["name"]: v for v in result["checkers"]}
+    assert {"likes", "notifications", "feeds", "staleness", "read-your-writes"} <= set(verdicts)
+    for name in ("likes", "notifications", "feeds"):
+        assert verdicts[name]["ok"], (name, verdicts[name]["violations"][:3])
+    # the run is saved where `labkit report` reads it, and the report can draw it
+    from labkit.experiments import chaos, results
+    saved = results.load(ring_lab.config.lab_dir, "chaos")
+    assert saved["data"]["faults"] == result["faults"] and "--out" not in saved["command"]
+    assert any(line.startswith("checker likes: ok") for line in chaos.headline(saved["data"]))
+    assert len(chaos.plot_result(saved["data"]).collections) == 2  # one shaded window per fault
