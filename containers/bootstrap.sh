@@ -36,6 +36,8 @@ else
   # its own servers through the sandbox's loopback-only network).
   command -v bwrap >/dev/null || need+=(bubblewrap)
   command -v socat >/dev/null || need+=(socat)
+  # The browser test (tests/test_browser.py): headless Chromium, driven through Playwright.
+  command -v chromium >/dev/null || need+=(chromium)
   command -v python3 >/dev/null || need+=(python3)
   if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     need+=(python3-venv)

@@ -1,7 +1,8 @@
 """The `labkit` command: up, status, down, reset, doctor, env, jupyter.
 
     labkit up [--services postgres,memcached,rabbitmq] [--followers N] [--cassandra ring]
-              [--provider native|external|docker] [--backend] [--jupyter]
+              [--provider native|external|docker] [--backend]
+              [--jupyter [--no-browser] [--notebook-dir DIR]]
     labkit status
     labkit env
     labkit reset [--yes]
@@ -70,16 +71,34 @@ def cmd_up(args: argparse.Namespace) -> int:
         backend = lab.backend.start()
         print(f"\nbackend {backend.name}: web on {backend.web.url()}\n{lab.helper_table()}")
     if args.jupyter:
-        root = jupyter_dir()
-        env = {**os.environ, **lab.env()}
-        cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={root}"]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        if args.no_browser:
-            cmd.append("--no-browser")
-        print(f"\nopening JupyterLab on {root} (stop it with Ctrl-C; the lab keeps running)")
-        return subprocess.call(cmd, env=env)
+        return _jupyter(lab, args.notebook_dir or jupyter_dir(), args.no_browser)
     return 0
+
+
+def _jupyter(lab: Lab, root: Path, no_browser: bool) -> int:
+    """Run JupyterLab on ``root`` with the lab's settings in its kernels' environment.
+
+    On 127.0.0.1 only, on a free port, with a token of its own (printed in the URL), unless
+    Jupyter's own ``JUPYTER_PORT`` / ``JUPYTER_TOKEN`` say otherwise. No browser is opened when
+    asked, in CI, or where there is no display to open one on (a server, a container): the
+    URL is printed instead.
+    """
+    import secrets
+    from labkit._proc import PortAllocator
+    port = int(os.environ.get("JUPYTER_PORT") or PortAllocator("127.0.0.1").take())
+    token = os.environ.get("JUPYTER_TOKEN") or secrets.token_urlsafe(24)
+    headless = (os.environ.get("CI") or sys.platform.startswith("linux")
+                and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={root}",
+           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    if no_browser or headless:
+        cmd.append("--no-browser")
+    print(f"\nJupyterLab on {root}: http://127.0.0.1:{port}/lab?token={token}\n"
+          "(stop it with Ctrl-C; the lab keeps running)", flush=True)
+    return subprocess.call(cmd, env={**os.environ, **lab.env()})
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -444,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
                         "invalidation service, Celery workers, feeds on the Cassandra ring")
     p.add_argument("--jupyter", action="store_true",
                    help="then open JupyterLab at the repository root (notebooks/, exercises/)")
-    p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL only")
+    p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL "
+                   "only (the default in CI and where there is no display)")
+    p.add_argument("--notebook-dir", type=Path,
+                   help="with --jupyter: open JupyterLab on this directory instead")
     p.set_defaults(func=cmd_up)
     sub.add_parser("status", help="health, version, address and lag of every server"
                    ).set_defaults(func=cmd_status)

@@ -107,6 +107,30 @@ def test_up_jupyter_opens_at_the_repository_root(lab, tmp_path):
             proc.wait()
 
 
+@pytest.mark.parametrize("env, headless", [({"DISPLAY": ":0"}, False), ({}, True),
+                                           ({"DISPLAY": ":0", "CI": "true"}, True)])
+def test_up_jupyter_opens_no_browser_in_ci_or_without_a_display(monkeypatch, tmp_path, env,
+                                                               headless):
+    """The command `labkit up --jupyter` runs: loopback, a free port, a token, and --no-browser
+    in CI or where no display could show a browser (Linux without DISPLAY/WAYLAND_DISPLAY)."""
+    from types import SimpleNamespace
+    from labkit import cli
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "CI", "JUPYTER_PORT", "JUPYTER_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    ran = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env: ran.append(cmd) or 0)
+    assert cli._jupyter(SimpleNamespace(env=lambda: {}), tmp_path, no_browser=False) == 0
+    [cmd] = ran
+    assert ("--no-browser" in cmd) is headless, cmd
+    assert "--ServerApp.ip=127.0.0.1" in cmd and f"--notebook-dir={tmp_path}" in cmd
+    port = int(next(a for a in cmd if a.startswith("--ServerApp.port=")).split("=")[1])
+    token = next(a for a in cmd if a.startswith("--IdentityProvider.token=")).split("=", 1)[1]
+    assert 0 < port < 65536 and len(token) >= 24
+
+
 def test_jupyter_opens_at_the_working_directory_outside_a_checkout(tmp_path, monkeypatch):
     from labkit import cli
     assert cli.jupyter_dir() == cli.REPO  # in this checkout

@@ -181,6 +181,17 @@ def ensure_slot(conn: psycopg.Connection, slot: str) -> None:
 
 
 # ------------------------------------------------------------------------- the service
+def read_records(delays_path: Path) -> list[dict[str, Any]]:
+    """The records a service appended to ``delays_path``, oldest first ([] before the first).
+
+    A line still being written (no closing brace yet) is left for the next read.
+    """
+    if not delays_path.exists():
+        return []
+    lines = delays_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
 class InvalidationService(HelperService):
     """The invalidation process for one database, started and stopped like a lab server.
 
@@ -263,10 +274,7 @@ class InvalidationService(HelperService):
 
     def records(self) -> list[dict[str, Any]]:
         """One record per committed transaction that touched cached data, oldest first."""
-        if not self.delays_path.exists():
-            return []
-        lines = self.delays_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.endswith("}")]
+        return read_records(self.delays_path)
 
     def delays_ms(self) -> list[float]:
         """Commit -> delete delay of every recorded transaction, in ms."""

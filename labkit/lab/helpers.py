@@ -37,7 +37,7 @@ def marked_helpers(lab_dir: Path, servers: list[Proc]) -> list[psutil.Process]:
 
 
 def recorded(lab: Any, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per helper the state file records: kind, name, pids, address, ok, why."""
+    """One row per helper the state file records: kind, name, pids, address, ok, why, probe."""
     state = _state.read(lab.config.lab_dir) if state is None else state
     rows = []
     for key, entry in sorted(state.get("helpers", {}).items()):
@@ -50,6 +50,7 @@ def recorded(lab: Any, state: dict[str, Any] | None = None) -> list[dict[str, An
             ok, why = _probe(lab, entry.get("probe") or {})
         rows.append({"key": key, "kind": entry.get("kind", "?"), "name": entry.get("name", key),
                      "address": entry.get("address", ""), "ok": ok, "why": why,
+                     "probe": entry.get("probe") or {},
                      "pids": ", ".join(str(p.pid) for p in procs), "gone": len(gone) == len(procs)})
     return rows
 

@@ -27,9 +27,11 @@ def read_until(sock: socket.socket, *endings: bytes) -> bytes:
     return data
 
 
-def memcached_command(host: str, port: int, line: bytes, timeout_s: float = 1.0) -> bytes:
-    """Send one text-protocol line, return the first response line (without CRLF).
+def memcached_command(host: str, port: int, line: bytes, timeout_s: float = 1.0,
+                      until: bytes = b"\r\n") -> bytes:
+    """Send one text-protocol line, return the response up to ``until`` (without the last CRLF).
 
+    The first line by default; ``until=b"END\r\n"`` for a multi-line answer (``stats``).
     ``host`` may be the path of a unix socket (then ``port`` is ignored).
     """
     if host.startswith("/"):
@@ -40,7 +42,7 @@ def memcached_command(host: str, port: int, line: bytes, timeout_s: float = 1.0)
         s = socket.create_connection((host, port), timeout=timeout_s)
     with s:
         s.sendall(line)
-        data = read_until(s, b"\r\n")
+        data = read_until(s, until)
     return data.strip()
 
 
@@ -96,16 +98,28 @@ class Memcached(NativeService):
         self.procs.append(spawn(self.name, cmd, cwd=self.workdir, log_path=self.log_path,
                                 user=self.user))
 
-    def _command(self, line: bytes) -> bytes:
+    def _command(self, line: bytes, until: bytes = b"\r\n") -> bytes:
         if self.socket:
-            return memcached_command(str(self.socket), 0, line)
-        return memcached_command(self.host, self.port, line)
+            return memcached_command(str(self.socket), 0, line, until=until)
+        return memcached_command(self.host, self.port, line, until=until)
 
     def ready(self) -> bool:
         return self._command(b"version\r\n").startswith(b"VERSION ")
 
     def version(self) -> str:
         return self._command(b"version\r\n").decode().split()[1]
+
+    def stats(self) -> dict[str, int]:
+        """The server's counters (``stats``): ``get_hits``, ``get_misses``, ``curr_items``, ...
+
+        Only the integer ones (``version`` and ``rusage_*`` are left out).
+        """
+        out = {}
+        for line in self._command(b"stats\r\n", until=b"END\r\n").decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
+                out[parts[1]] = int(parts[2])
+        return out
 
     def flush(self) -> None:
         """Invalidate every item (``flush_all``)."""

@@ -443,8 +443,10 @@ class Postgres(ServiceGroup):
             h["name"] = f"postgres-{s.name}"
             if s.is_follower and h["ok"]:
                 try:
-                    lag = s.lag()
-                    h["lag"] = f"{lag.bytes} B / {lag.ms:.0f} ms, delay {s.delay_ms()} ms"
+                    lag, delay_ms = s.lag(), s.delay_ms()
+                    h["lag"] = f"{lag.bytes} B / {lag.ms:.0f} ms, delay {delay_ms} ms"
+                    # the same figures as numbers, for the dashboard (`labkit.monitor`)
+                    h.update(lag_bytes=lag.bytes, lag_ms=lag.ms, delay_ms=delay_ms)
                 except Exception as e:
                     h["lag"] = f"error: {e}"
             out.append(h)

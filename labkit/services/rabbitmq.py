@@ -176,6 +176,25 @@ class RabbitMQ(NativeService):
         out = self.ctl("list_queues", "-p", self.vhost, "--formatter", "json", "name")
         return [q["name"] for q in json.loads(out or "[]")]
 
+    def queue_depths(self, names: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Messages ``ready`` in each named queue of the lab's vhost, and its ``consumers``.
+
+        Over one AMQP connection (a passive declare per queue: milliseconds, where listing the
+        queues with ``rabbitmqctl`` takes seconds). A queue that does not exist is left out.
+        """
+        import amqp
+        out = {}
+        with self.connect() as conn:
+            ch = conn.channel()
+            for name in names:
+                try:
+                    _, ready, consumers = ch.queue_declare(name, passive=True)
+                except amqp.exceptions.NotFound:
+                    ch = conn.channel()  # the broker closed the channel
+                    continue
+                out[name] = {"ready": ready, "consumers": consumers}
+        return out
+
     def delete_queues(self, names: Iterable[str]) -> None:
         """Delete these queues (and the messages in them) from the lab's vhost."""
         import amqp
