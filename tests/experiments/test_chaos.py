@@ -73,4 +73,4 @@ def test_a_short_chaos_run_writes_json_plot_and_history(ring_lab, tmp_path, caps
     saved = results.load(ring_lab.config.lab_dir, "chaos")
     assert saved["data"]["faults"] == result["faults"] and "--out" not in saved["command"]
     assert any(line.startswith("checker likes: ok") for line in chaos.headline(saved["data"]))
-    assert len(chaos.plot_result(saved["data"]).collections) == 2  # one shaded window per fault
+    assert len(chaos.plot_result(saved["data"]).patches) == 2  # one shaded window per fault
