@@ -8,8 +8,11 @@ separate, disposable one (`fresh_lab_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,3 +74,33 @@ def regions_lab(lab) -> lk.Lab:
     that runs); notebook 10 and exercise 10 reattach to it.
     """
     return lk.up(followers=1, services=("postgres", "memcached", "rabbitmq"), cassandra="regions")
+
+
+@pytest.fixture(scope="session")
+def feeds_world(ring_lab):
+    """Make a database (storage schema, task tables) and a feeds keyspace on the ring.
+
+    A factory: ``with feeds_world("feeds", shards=4) as w:`` gives ``w.lab``, ``w.db``,
+    ``w.conn`` (autocommit), ``w.session``, ``w.keyspace`` and ``w.tag``; the keyspace and the
+    database are dropped afterwards. Modules share one world per module: creating a keyspace
+    on the ring is the slow part.
+    """
+    from labkit.backend import feeds, schema, tasks
+
+    @contextlib.contextmanager
+    def make(prefix: str, shards: int):
+        tag = uuid.uuid4().hex[:8]
+        db = schema.create_database(ring_lab.leader, f"{prefix}_{tag}", shards=shards)
+        conn = ring_lab.leader.connect(db, autocommit=True)
+        tasks.install(conn)
+        session = ring_lab.cassandra.connect()
+        keyspace = feeds.install(session, f"{prefix}_{tag}")
+        try:
+            yield SimpleNamespace(lab=ring_lab, db=db, conn=conn, session=session,
+                                  keyspace=keyspace, tag=tag)
+        finally:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
+            session.cluster.shutdown()
+            conn.close()
+            ring_lab.postgres.drop_database(db)
+    return make

@@ -21,20 +21,10 @@ pytestmark = pytest.mark.cassandra
 
 
 @pytest.fixture(scope="module")
-def world(ring_lab):
+def world(feeds_world):
     """A database with the storage schema and the task tables, and a feeds keyspace."""
-    tag = uuid.uuid4().hex[:8]
-    db = schema.create_database(ring_lab.leader, f"feeds_{tag}", shards=4)
-    conn = ring_lab.leader.connect(db, autocommit=True)
-    tasks.install(conn)
-    session = ring_lab.cassandra.connect()
-    keyspace = feeds.install(session, f"feeds_{tag}")
-    yield {"lab": ring_lab, "db": db, "conn": conn, "session": session, "keyspace": keyspace,
-           "feeds": feeds.Feeds(session, keyspace), "tag": tag}
-    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
-    session.cluster.shutdown()
-    conn.close()
-    ring_lab.postgres.drop_database(db)
+    with feeds_world("feeds", shards=4) as w:
+        yield {**vars(w), "feeds": feeds.Feeds(w.session, w.keyspace)}
 
 
 def _posts(author_shard: int, n: int, every_h: float, offset_ms: int = 0) -> list[int]:

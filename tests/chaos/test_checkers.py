@@ -318,21 +318,11 @@ def test_staleness_checker(lab, model, variant):
 # ------------------------------------------------------------------------------------ feeds
 
 @pytest.fixture(scope="module")
-def feed_world(ring_lab):
+def feed_world(feeds_world):
     """A database (storage schema, task tables) and a feeds keyspace, shared by the variants:
     creating a keyspace on the ring is the slow part."""
-    tag = uuid.uuid4().hex[:8]
-    db = schema.create_database(ring_lab.leader, f"chk_{tag}", shards=2)
-    conn = ring_lab.leader.connect(db, autocommit=True)
-    tasks.install(conn)
-    session = ring_lab.cassandra.connect()
-    keyspace = feeds.install(session, f"chk_{tag}")
-    yield SimpleNamespace(lab=ring_lab, db=db, conn=conn, session=session, keyspace=keyspace,
-                          tag=tag)
-    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=feeds.DDL_TIMEOUT_S)
-    session.cluster.shutdown()
-    conn.close()
-    ring_lab.postgres.drop_database(db)
+    with feeds_world("chk", shards=2) as w:
+        yield w
 
 
 @pytest.mark.cassandra
