@@ -81,7 +81,7 @@ def main() -> int:
                                       during=chaos_run.run)
                 backend.quiesce()
                 row = report.fault_table(history, recovered_p99_ms=P99_BOUND_MS)[0]
-                verdicts = chaos.check(backend, history, stale_bound_s=5.0) or []
+                verdicts = chaos.check(backend, history, stale_bound_s=5.0)
                 row["violations"] = {v["name"]: len(v["violations"]) for v in verdicts}
                 runs.append(row)
                 print(f"{fault} run {i + 1}: {row}", file=sys.stderr)

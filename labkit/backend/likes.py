@@ -46,31 +46,11 @@ WHERE media_id = %(media_id)s RETURNING (SELECT count(*) FROM changed)
 """
 
 
-# For demonstration only (the checker tests of notebook 12): the like row and the counter
-# bump as two statements, the bump unconditional, so a double tap counts twice.
-_DEMO_LIKE_ROW = """
-INSERT INTO {s}.user_likes_media (media_id, user_id)
-SELECT media_id, %(user_id)s FROM {s}.media_likes WHERE media_id = %(media_id)s
-ON CONFLICT DO NOTHING RETURNING 1
-"""
-_DEMO_BUMP = "UPDATE {s}.media_likes SET count = count + 1 WHERE media_id = %(media_id)s"
-
-
-def like(conn: psycopg.Connection, user_id: int, media_id: int, *,
-         demo_counter_outside_transaction: bool = False) -> bool:
+def like(conn: psycopg.Connection, user_id: int, media_id: int) -> bool:
     """``user_id`` likes ``media_id``; True if this created the like, False on a double tap.
 
     Raises ``NotFound`` for an unknown media item. ``conn`` must be a leader connection.
-    ``demo_counter_outside_transaction=True`` is a deliberately broken like, for
-    demonstration (a checker must catch it): the counter is bumped by a statement of its
-    own, whether or not the row was new, so it drifts from the rows.
     """
-    if demo_counter_outside_transaction:
-        s = schema_of(media_id)
-        params = {"user_id": user_id, "media_id": media_id}
-        created = conn.execute(sql.SQL(_DEMO_LIKE_ROW).format(s=s), params).fetchone()
-        conn.execute(sql.SQL(_DEMO_BUMP).format(s=s), params)
-        return created is not None
     return _change(conn, _LIKE, user_id, media_id)
 
 

@@ -84,9 +84,6 @@ class Backend:
         self._check_lab()
         self._stop_recorded()
         leader = self.lab.leader
-        with leader.connect("postgres") as conn:  # a slot left behind blocks DROP DATABASE
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s AND NOT active", (self.slot,))
         schema.create_database(leader, self.dbname, followers=self.lab.followers)
         with leader.connect(self.dbname) as conn:
             tasks.install(conn)
@@ -228,10 +225,5 @@ def _dataset(conn: Any, graph: datagen.Graph) -> Dataset:
         tokens.update((uid, f"Token {uid}.{secret}") for uid, secret in conn.execute(q))
     counts = likes.counts(conn, graph.media_ids)
     by_likes = sorted(graph.media_ids, key=lambda m: (-counts.get(m, 0), m))
-    followers: dict[int, int] = {}
-    for shard in schema.shards(conn):  # a follows row lives in its follower's shard
-        q = sql.SQL("SELECT followee_id, count(*) FROM {}.follows GROUP BY followee_id").format(
-            sql.Identifier(schema.shard_schema(shard)))
-        for followee, n in conn.execute(q):
-            followers[followee] = followers.get(followee, 0) + n
+    followers = schema.popular(conn, 0)  # {user_id: followers}, summed over the shards
     return Dataset(tokens, by_likes, max(followers, key=followers.__getitem__))

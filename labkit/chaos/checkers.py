@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import math
 import socket
-from bisect import bisect_right
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -67,11 +67,11 @@ from typing import Any, Callable, Iterable, Sequence
 import psycopg
 from psycopg import sql
 
-from labkit.backend import ids
+from labkit.backend import ids, likes
 from labkit.backend.cache import cache_key, loads
 from labkit.backend.feeds import BUCKET_DAYS, bucket_of
 from labkit.backend.replication import STRATEGIES
-from labkit.backend.schema import shard_schema
+from labkit.backend.schema import shard_schema, shards
 from labkit.backend.tasks import dedup_key
 from labkit.chaos.history import History, Op
 
@@ -174,10 +174,6 @@ def _by_shard(media_ids: Iterable[int]) -> dict[int, list[int]]:
     return out
 
 
-def _installed_shards(conn: psycopg.Connection) -> list[int]:
-    return [r[0] for r in conn.execute("SELECT shard FROM public.logical_shards ORDER BY shard")]
-
-
 def _ids(values: Iterable[int]) -> list[int]:
     values = sorted(values)
     return values[:MAX_LISTED]
@@ -239,7 +235,7 @@ def check_likes(history: History, target: Target) -> Result:
 def _present_likes(conn: psycopg.Connection, media_ids: Iterable[int]) -> set[tuple[int, int]]:
     """The (user_id, media_id) like rows of these media items, as they are now."""
     present: set[tuple[int, int]] = set()
-    installed = set(_installed_shards(conn))
+    installed = set(shards(conn))
     for shard, wanted in _by_shard(media_ids).items():
         if shard not in installed:
             continue
@@ -253,7 +249,7 @@ def _counter_mismatches(conn: psycopg.Connection) -> tuple[list[tuple[int, int, 
     """(media_id, counter, rows) of every media item whose counter is not its row count."""
     mismatches: list[tuple[int, int, int]] = []
     checked = 0
-    for shard in _installed_shards(conn):
+    for shard in shards(conn):
         s = sql.Identifier(shard_schema(shard))
         rows = conn.execute(sql.SQL(
             "SELECT c.media_id, c.count, coalesce(l.n, 0) FROM {s}.media_likes c "
@@ -482,7 +478,7 @@ def _followers_at_post(conn: psycopg.Connection, media_id: int) -> tuple[int | N
         return None, []
     author, posted_at = row
     followers: list[int] = []
-    for shard in _installed_shards(conn):
+    for shard in shards(conn):
         q = sql.SQL("SELECT follower_id FROM {}.follows WHERE followee_id = %s "
                     "AND created_at <= %s").format(sql.Identifier(shard_schema(shard)))
         followers += [r[0] for r in conn.execute(q, (author, posted_at))]
@@ -649,13 +645,7 @@ def _invalidation_running(conn: psycopg.Connection) -> bool:
 def _stale_entries(conn: psycopg.Connection, target: Target,
                    media_ids: list[int]) -> dict[int, tuple[Any, int]]:
     """{media_id: (cached count, counter)} where a cached count differs from the counter."""
-    counters: dict[int, int] = {}
-    installed = set(_installed_shards(conn))
-    for shard, wanted in _by_shard(media_ids).items():
-        if shard in installed:
-            q = sql.SQL("SELECT media_id, count FROM {}.media_likes WHERE media_id = ANY(%s)")
-            counters.update(conn.execute(q.format(sql.Identifier(shard_schema(shard))),
-                                         (wanted,)).fetchall())
+    counters = likes.counts(conn, media_ids)  # autocommit: a shard not installed is skipped
     cached = _cached_values(target.cache_servers,
                             [cache_key(target.key_prefix, "likes", m) for m in counters])
     out = {}

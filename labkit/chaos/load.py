@@ -119,7 +119,7 @@ def record(web: Any, mix: Mix, *, rate_per_s: float, duration_s: float, clients:
         time.sleep(tail_s)
         history.meta["extended_s"] = round(time.monotonic() - t0 - duration_s, 1)
     calls = load.stop()
-    history.meta["lag_s"] = round(max((c.sent_s - c.due_s for c in calls), default=0.0), 3)
+    history.meta["lag_s"] = round(load.lag_s, 3)
     for call in calls:
         history.add(to_op(call, mix.specs[call.index], t0))
     return history

@@ -95,10 +95,13 @@ def table(result: dict[str, Any]) -> str:
     for row in result["faults"]:
         lines.append(f"{row['fault']:<18} {row['p99_ms']:>9} {row['errors']:>7} "
                      f"{row['recover_s']:>10}")
-    for v in result["checkers"]:
-        lines.append(f"checker {v['name']}: {'ok' if v['ok'] else 'VIOLATED'} "
-                     f"({len(v['violations'])} violation(s))")
-    return "\n".join(lines)
+    return "\n".join(lines + verdict_lines(result))
+
+
+def verdict_lines(result: dict[str, Any]) -> list[str]:
+    """One line per checker: its name, ok or VIOLATED, and how many violations."""
+    return [f"checker {v['name']}: {'ok' if v['ok'] else 'VIOLATED'} "
+            f"({len(v['violations'])} violation(s))" for v in result["checkers"]]
 
 
 def write(result: dict[str, Any], history: History, out: Path) -> list[Path]:
@@ -157,9 +160,7 @@ def headline(result: dict[str, Any]) -> list[str]:
              f"p99 {h['p99_ms']} ms, {h['errors']} errors"]
     lines += [f"{row['fault']}: p99 {row['p99_ms']} ms, {row['errors']} errors, recovered in "
               f"{row['recover_s']} s" for row in result["faults"]]
-    lines += [f"checker {v['name']}: {'ok' if v['ok'] else 'VIOLATED'} "
-              f"({len(v['violations'])} violation(s))" for v in result["checkers"]]
-    return lines
+    return lines + verdict_lines(result)
 
 
 def plot_result(result: dict[str, Any], ax: Any = None) -> Any:

@@ -60,17 +60,3 @@ def cassandra_source(conn: psycopg.Connection, settings: dict[str, Any]) -> Any:
     return CassandraCandidates(clients["feeds"], conn, celebrities=clients["celebrities"],
                                cache=clients["cache"])
 
-
-_lease: dict[tuple, Any] = {}
-
-
-def like_count_lease(settings: dict[str, Any]) -> Any:
-    """This process's memcached lease for like counts (``WebConfig.cache``), made once.
-
-    Introduced in notebooks/12_backend_under_faults.ipynb.
-    """
-    from labkit.backend.leases import make_lease
-    key = (tuple(tuple(s) for s in settings["servers"]), settings.get("lease", "meta"))
-    if key not in _lease:
-        _lease[key] = make_lease(key[1], key[0])
-    return _lease[key]

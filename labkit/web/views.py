@@ -144,6 +144,13 @@ def _notifier() -> Any:
 
 
 @functools.lru_cache(maxsize=None)
+def _like_count_lease(servers: tuple, kind: str) -> Any:
+    """This process's memcached lease for like counts (``WebConfig.cache``; notebook 12)."""
+    from labkit.backend.leases import make_lease
+    return make_lease(kind, servers)
+
+
+@functools.lru_cache(maxsize=None)
 def _gate_store(dsn: str, servers: tuple, prefix: str) -> Any:
     from labkit.backend.gates import GateStore
     return GateStore(dsn, servers, prefix=prefix)
@@ -198,8 +205,8 @@ def _cached_like_count(conn: Any, media_id: int) -> int:
     cfg = settings.LABKIT_CACHE
     key = cache_key(cfg.get("prefix", "ig"), "likes", media_id)
     try:
-        return feed_state.like_count_lease(cfg).read(key, lambda: likes.count(conn, media_id),
-                                                     TTL_S["likes"])
+        lease = _like_count_lease(tuple(tuple(s) for s in cfg["servers"]), cfg.get("lease", "meta"))
+        return lease.read(key, lambda: likes.count(conn, media_id), TTL_S["likes"])
     except schema.NotFound:
         raise
     except Exception:  # memcached unreachable or restarting: whatever its client raises

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from labkit.backend import cache as c
 from labkit.backend import feeds, likes, schema, tasks
@@ -99,6 +100,25 @@ def test_count_bounds_over_a_run():
 
 # ------------------------------------------------------------------------------------ likes
 
+# A deliberately broken like (the checker must catch it): the like row and the counter bump as
+# two statements, the bump unconditional, so a double tap counts twice and the counter drifts
+# from the rows.
+_BROKEN_LIKE_ROW = """
+INSERT INTO {s}.user_likes_media (media_id, user_id)
+SELECT media_id, %(user_id)s FROM {s}.media_likes WHERE media_id = %(media_id)s
+ON CONFLICT DO NOTHING RETURNING 1
+"""
+_BROKEN_BUMP = "UPDATE {s}.media_likes SET count = count + 1 WHERE media_id = %(media_id)s"
+
+
+def _like_counter_outside_transaction(conn, user_id: int, media_id: int) -> bool:
+    s = schema.schema_of(media_id)
+    params = {"user_id": user_id, "media_id": media_id}
+    created = conn.execute(sql.SQL(_BROKEN_LIKE_ROW).format(s=s), params).fetchone()
+    conn.execute(sql.SQL(_BROKEN_BUMP).format(s=s), params)
+    return created is not None
+
+
 @pytest.mark.parametrize("variant", ["correct", "counter_outside_transaction", "uncommitted"])
 def test_likes_checker(lab, model, variant):
     """A double tap counted twice, or a like acknowledged but never committed, is reported."""
@@ -107,8 +127,9 @@ def test_likes_checker(lab, model, variant):
     broken = variant == "counter_outside_transaction"
     with psycopg.connect(model.dsn, autocommit=True) as conn:
         def like(user_id, media_id, conn=conn):
-            return rec.run(user_id, "like", {"media_id": media_id}, lambda: {"changed": likes.like(
-                conn, user_id, media_id, demo_counter_outside_transaction=broken)})
+            like_fn = _like_counter_outside_transaction if broken else likes.like
+            return rec.run(user_id, "like", {"media_id": media_id},
+                           lambda: {"changed": like_fn(conn, user_id, media_id)})
 
         like(a, m1), like(b, m1), like(a, m1)                      # the third is a double tap
         like(d, m2)
@@ -367,11 +388,11 @@ def test_check_all_runs_every_checker_and_prints_a_summary(lab, model):
     rec = Recorder()
     with psycopg.connect(model.dsn, autocommit=True) as conn:
         rec.run(model.fans[0], "like", {"media_id": model.media[0]},
-                lambda: {"changed": likes.like(conn, model.fans[0], model.media[0],
-                                               demo_counter_outside_transaction=True)})
+                lambda: {"changed": _like_counter_outside_transaction(
+                    conn, model.fans[0], model.media[0])})
         rec.run(model.fans[0], "like", {"media_id": model.media[0]},
-                lambda: {"changed": likes.like(conn, model.fans[0], model.media[0],
-                                               demo_counter_outside_transaction=True)})
+                lambda: {"changed": _like_counter_outside_transaction(
+                    conn, model.fans[0], model.media[0])})
     # No worker runs the notification tasks here: the new like's notification is lost too.
     results = checkers.check_all(rec.history, checkers.Target(
         dsn=model.dsn, cache_servers=lab.cache_servers, key_prefix="none-cached"))
