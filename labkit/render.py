@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from labkit.experiments.results import machine
+from labkit.experiments.results import describe, machine
 
 CELL_TIMEOUT_S = 900  # notebook 13's longest cells run minutes on 2 loaded cores
 
@@ -32,14 +32,11 @@ class Rendered:
 
 
 def _banner(seconds: float, error: str) -> str:
-    m = machine()
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    load = ", ".join(map(str, m["loadavg"] or [])) or "?"
     status = (f"**stopped at an error**: `{error}`" if error
               else "every cell ran without an error")
-    return (f"*Rendered by `labkit render`: executed {when} on {m['hostname']} "
-            f"({m['cpus']} cores, {m['memory_gib']} GiB, {m['platform']}, Python "
-            f"{m['python']}; load average {load} at the end) in {seconds:.0f} s; {status}.*")
+    return (f"*Rendered by `labkit render`: executed {when} on "
+            f"{describe(machine(), ' at the end')} in {seconds:.0f} s; {status}.*")
 
 
 def render_one(path: Path, out_dir: Path, env: Mapping[str, str], *,

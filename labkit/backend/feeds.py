@@ -62,6 +62,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from labkit.backend import ids
 from labkit.services.cassandra.driver import DDL_TIMEOUT_S, wait_for_schema
+from labkit.services.cassandra.driver import create_keyspace as make_keyspace
 
 BUCKET_DAYS = 7
 HORIZON_BUCKETS = 13
@@ -169,9 +170,7 @@ def install(session: Any, keyspace: str, *, dc: str = "us", rf: int = 3,
     """
     ks = check_keyspace(keyspace)
     if create_keyspace:
-        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{dc}': {int(rf)}}}",
-                        timeout=DDL_TIMEOUT_S)
+        make_keyspace(session, ks, {dc: rf})
     for ddl in TABLES.values():
         session.execute(ddl.format(ks=ks), timeout=DDL_TIMEOUT_S)
     wait_for_schema(session)  # the driver's own wait gives up after 10 s, silently

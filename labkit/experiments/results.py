@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from labkit._labdir import write_atomic
+
 RESULTS_DIR = "results"
 # argparse attributes that are plumbing, not parameters of the experiment
 _NOT_PARAMS = {"func", "command", "experiment", "lab_dir", "out", "services", "cassandra",
@@ -63,6 +65,13 @@ def machine() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(),
             "python": platform.python_version(), "cpus": cpus, "memory_gib": memory_gib,
             "loadavg": loadavg}
+
+
+def describe(m: dict[str, Any], load_note: str = "") -> str:
+    """``machine()``'s record as one phrase: host (cores, memory, OS, Python; load average)."""
+    load = ", ".join(map(str, m.get("loadavg") or [])) or "?"
+    return (f"{m['hostname']} ({m['cpus']} cores, {m['memory_gib']} GiB, {m['platform']}, "
+            f"Python {m['python']}; load average {load}{load_note})")
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,10 +107,8 @@ def save(args: argparse.Namespace, lab: Any, experiment: str, data: Any, *,
                 "started_at": _iso(started_s), "finished_at": _iso(finished_s),
                 "duration_s": round(finished_s - started_s, 1), "data": data}
     path = result_path(lab.config.lab_dir, experiment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(envelope, indent=2) + "\n")
-    tmp.replace(path)  # a report reading meanwhile sees the old file or the new, never half
+    # a report reading meanwhile sees the old file or the new, never half
+    write_atomic(path, json.dumps(envelope, indent=2) + "\n", mode=0o666)
     print(f"results written to {path}")
     out = getattr(args, "out", None)
     if out:

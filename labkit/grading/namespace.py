@@ -19,6 +19,7 @@ prefix stays, so that notebooks read the same inside and outside the grader.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -203,50 +204,57 @@ def create_cassandra(lab: Any, name: str) -> CassandraNamespace:
     cluster = cas.region(cas.regions[0])
     password = new_password()
     rf = min(3, len(cluster.nodes))
-    session = cas.connect()
-    try:
+    with _session(cas) as session:
         _keyspace_and_role(session, name, password, {cluster.dc: rf})
         wait_for_schema(session)
-    finally:
-        session.cluster.shutdown()
     return CassandraNamespace(name, password, tuple(tuple(p) for p in cluster.contact_points), rf)
 
 
 def drop_cassandra(lab: Any, ns: CassandraNamespace) -> None:
     """Drop the keyspace and its role (idempotent)."""
-    _drop_keyspace_and_role(_topology(lab, "ring", CASSANDRA_FIX).connect(), ns.keyspace)
+    with _session(_topology(lab, "ring", CASSANDRA_FIX)) as session:
+        _drop_keyspace_and_role(session, ns.keyspace)
 
 
-def _keyspace_and_role(session: Any, name: str, password: str, dcs: dict[str, int]) -> None:
-    """Keyspace ``name`` ({dc: replicas}) and login role ``name`` granted it alone."""
-    from labkit.services.cassandra import DDL_TIMEOUT_S
-    replication = ", ".join(f"'{dc}': {n}" for dc, n in dcs.items())
-    session.execute(f"CREATE KEYSPACE {name} WITH replication = "
-                    f"{{'class': 'NetworkTopologyStrategy', {replication}}}",
-                    timeout=DDL_TIMEOUT_S)
-    # new_password never contains a quote; the password is bound all the same.
-    session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
-                    "AND PASSWORD = %s", (password,))
-    for permission in CASSANDRA_GRANTS:
-        session.execute(f"GRANT {permission} ON KEYSPACE {name} TO {name}")
-
-
-def _drop_keyspace_and_role(session: Any, name: str) -> None:
-    """Drop keyspace and role ``name`` if there, then close ``session`` (its cluster)."""
-    from labkit.services.cassandra import DDL_TIMEOUT_S
+@contextlib.contextmanager
+def _session(cas: Any, region: str | None = None) -> Any:
+    """A session of the lab's superuser on ``region`` of topology ``cas``, closed afterwards."""
+    session = cas.connect(region=region)
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=DDL_TIMEOUT_S)
-        session.execute(f"DROP ROLE IF EXISTS {name}")
+        yield session
     finally:
         session.cluster.shutdown()
 
 
+def _keyspace_and_role(session: Any, name: str, password: str, dcs: dict[str, int]) -> None:
+    """Keyspace ``name`` ({dc: replicas}) and login role ``name`` granted it alone.
+
+    All or nothing: when a step fails, what the earlier ones made is dropped again.
+    """
+    from labkit.services.cassandra import create_keyspace
+    try:
+        create_keyspace(session, name, dcs, if_not_exists=False)
+        # new_password never contains a quote; the password is bound all the same.
+        session.execute(f"CREATE ROLE {name} WITH LOGIN = true AND SUPERUSER = false "
+                        "AND PASSWORD = %s", (password,))
+        for permission in CASSANDRA_GRANTS:
+            session.execute(f"GRANT {permission} ON KEYSPACE {name} TO {name}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _drop_keyspace_and_role(session, name)
+        raise
+
+
+def _drop_keyspace_and_role(session: Any, name: str) -> None:
+    """Drop keyspace and role ``name`` if there."""
+    from labkit.services.cassandra import DDL_TIMEOUT_S
+    session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=DDL_TIMEOUT_S)
+    session.execute(f"DROP ROLE IF EXISTS {name}")
+
+
 def _topology(lab: Any, name: str, fix: str) -> Any:
     """The lab's Cassandra topology ``name`` (a lab may run the ring and the regions at once)."""
-    try:
-        running = lab.cassandra_topologies or {}
-    except Exception:  # a lab without Cassandra at all
-        running = {}
+    running = getattr(lab, "cassandra_topologies", None) or {}  # None: no Cassandra at all
     if name in running:
         return running[name]
     if name == "ring" and len(running) == 1 and "regions" not in running:
@@ -273,12 +281,17 @@ def create_regions(lab: Any, name: str) -> RegionsNamespace:
     cas = _topology(lab, "regions", REGIONS_FIX)
     net = lab.regions
     password = new_password()
-    for region in cas.regions:
-        session = cas.connect(region=region)
-        try:
-            _keyspace_and_role(session, name, password, {cas.region(region).dc: 1})
-        finally:
-            session.cluster.shutdown()
+    made: list[str] = []
+    try:
+        for region in cas.regions:
+            with _session(cas, region) as session:
+                _keyspace_and_role(session, name, password, {cas.region(region).dc: 1})
+            made.append(region)
+    except BaseException:  # all regions or none: the earlier regions' keyspaces go again
+        for region in made:
+            with contextlib.suppress(Exception), _session(cas, region) as session:
+                _drop_keyspace_and_role(session, name)
+        raise
     links = tuple((r, *net.address(CLIENT_REGION, r)) for r in cas.regions)
     return RegionsNamespace(name, password, links)
 
@@ -287,4 +300,5 @@ def drop_regions(lab: Any, ns: RegionsNamespace) -> None:
     """Drop the keyspace and role in every regional cluster (idempotent)."""
     cas = _topology(lab, "regions", REGIONS_FIX)
     for region in cas.regions:
-        _drop_keyspace_and_role(cas.connect(region=region), ns.keyspace)
+        with _session(cas, region) as session:
+            _drop_keyspace_and_role(session, ns.keyspace)

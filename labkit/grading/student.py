@@ -307,7 +307,7 @@ def _addresses(text: str) -> tuple[tuple[str, int], ...]:
 
 def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
     """Recreate keyspace ``exercise_<name>`` (RF 3) on the lab's ring; the lab's login to it."""
-    from labkit.services.cassandra import DDL_TIMEOUT_S, wait_for_schema
+    from labkit.services.cassandra import DDL_TIMEOUT_S, create_keyspace, wait_for_schema
     cluster = lab.cassandra.region(lab.cassandra.regions[0])
     if len(cluster.nodes) < 3:
         raise RuntimeError(f"exercise {name} needs the 3-node ring, and this lab runs Cassandra "
@@ -317,9 +317,7 @@ def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
     session = lab.cassandra.connect()
     try:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
-        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                        f"{{'class': 'NetworkTopologyStrategy', '{cluster.dc}': 3}}",
-                        timeout=DDL_TIMEOUT_S)
+        create_keyspace(session, keyspace, {cluster.dc: 3}, if_not_exists=False)
         wait_for_schema(session)
     finally:
         session.cluster.shutdown()
@@ -331,16 +329,14 @@ def _exercise_keyspace(lab: Any, name: str) -> CassandraWorkspace:
 def _exercise_regions(lab: Any, name: str) -> RegionsWorkspace:
     """Recreate keyspace ``exercise_<name>`` in each regional cluster; the lab's login, links."""
     from labkit.grading.namespace import CLIENT_REGION
-    from labkit.services.cassandra import DDL_TIMEOUT_S
+    from labkit.services.cassandra import DDL_TIMEOUT_S, create_keyspace
     cas, net = lab.cassandra_topologies["regions"], lab.regions
     keyspace = f"exercise_{name}".lower()
     for region in cas.regions:
         session = cas.connect(region=region)
         try:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
-            session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': "
-                            f"'NetworkTopologyStrategy', '{cas.region(region).dc}': 1}}",
-                            timeout=DDL_TIMEOUT_S)
+            create_keyspace(session, keyspace, {cas.region(region).dc: 1}, if_not_exists=False)
         finally:
             session.cluster.shutdown()
     creds = cas.credentials

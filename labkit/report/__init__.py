@@ -132,11 +132,8 @@ def sections(lab_dir: Path, registry: Registry,
 
 
 def _when(envelope: dict[str, Any]) -> str:
-    m = envelope["machine"]
-    load = ", ".join(map(str, m.get("loadavg") or [])) or "?"
-    return (f"{envelope['finished_at']} on {m['hostname']} ({m['cpus']} cores, "
-            f"{m['memory_gib']} GiB, {m['platform']}, Python {m['python']}; load average "
-            f"{load}); took {envelope['duration_s']} s")
+    return (f"{envelope['finished_at']} on {saved.describe(envelope['machine'])}; took "
+            f"{envelope['duration_s']} s")
 
 
 def _not_run(s: Section, quick_cmd: str) -> str:

@@ -62,13 +62,11 @@ class RegionStore:
         ``create_keyspace=False`` when the keyspace exists and the login may not create one
         (a graded submission's role is granted its own keyspace only).
         """
-        from labkit.backend.feeds import DDL_TIMEOUT_S  # schema changes on loaded cores
+        from labkit.services.cassandra.driver import DDL_TIMEOUT_S  # slow on loaded cores
+        from labkit.services.cassandra.driver import create_keyspace as make_keyspace
 
         if create_keyspace:
-            self.session.execute(
-                f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-                f"{{'class': 'NetworkTopologyStrategy', '{self.region}': 1}}",
-                timeout=DDL_TIMEOUT_S)
+            make_keyspace(self.session, self.keyspace, {self.region: 1})
         self.session.execute(TABLE.format(ks=self.keyspace), timeout=DDL_TIMEOUT_S)
         self._prepare()
         return self

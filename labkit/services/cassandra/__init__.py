@@ -48,8 +48,8 @@ from a password file, not on its command line).
 
 from labkit.services.cassandra.cluster import CassandraCluster
 from labkit.services.cassandra.credentials import DEFAULT_SUPERUSER, CassandraCredentials
-from labkit.services.cassandra.driver import (DDL_TIMEOUT_S, READY_QUERY, driver_cluster,
-                                              wait_for_schema)
+from labkit.services.cassandra.driver import (DDL_TIMEOUT_S, READY_QUERY, create_keyspace,
+                                              driver_cluster, wait_for_schema)
 from labkit.services.cassandra.errors import CassandraError
 from labkit.services.cassandra.jars import MAVEN_FIX, cassandra_version, jar_dir, resolve_jars
 from labkit.services.cassandra.java import JAVA_FIX, check_java
@@ -57,7 +57,7 @@ from labkit.services.cassandra.node import CassandraNode
 from labkit.services.cassandra.topology import FIRST_HOST, TOPOLOGIES, Cassandra
 
 __all__ = [
-    "DDL_TIMEOUT_S", "wait_for_schema",
+    "DDL_TIMEOUT_S", "create_keyspace", "wait_for_schema",
     "Cassandra",
     "CassandraCluster",
     "CassandraNode",

@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 from labkit.services.cassandra.credentials import CassandraCredentials
 
-__all__ = ["DDL_TIMEOUT_S", "READY_QUERY", "driver_cluster", "refused", "wait_for_schema"]
+__all__ = ["DDL_TIMEOUT_S", "READY_QUERY", "create_keyspace", "driver_cluster", "refused",
+           "wait_for_schema"]
 
 READY_QUERY = "SELECT release_version FROM system.local"
 
@@ -98,3 +99,16 @@ def wait_for_schema(session: Any, *, timeout_s: float = DDL_TIMEOUT_S) -> float:
     return wait_ready("Cassandra schema agreement (every node on one schema version; "
                       "`nodetool describecluster` shows which node lags)", agreed,
                       timeout_s=timeout_s)
+
+
+def create_keyspace(session: Any, name: str, replicas: dict[str, int], *,
+                    if_not_exists: bool = True) -> None:
+    """CREATE KEYSPACE ``name`` with NetworkTopologyStrategy: ``replicas`` is {dc: copies}.
+
+    ``if_not_exists=False`` fails when it exists (a grading namespace must be new). The
+    statement waits up to DDL_TIMEOUT_S: schema changes are slow on loaded cores.
+    """
+    replication = ", ".join(f"'{dc}': {int(n)}" for dc, n in replicas.items())
+    session.execute(f"CREATE KEYSPACE {'IF NOT EXISTS ' if if_not_exists else ''}{name} WITH "
+                    f"replication = {{'class': 'NetworkTopologyStrategy', {replication}}}",
+                    timeout=DDL_TIMEOUT_S)
