@@ -205,7 +205,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _print_providers(cfg: LabConfig) -> dict[str, Verdict]:
     """Which providers can run here, and why (not); the one the config chooses is marked."""
-    verdicts = {p.name: p.check(cfg) for p in providers.ALL}
+    verdicts = {p.name: p.check(cfg) for p in providers.PROVIDERS.values()}
     print(f"\n{'provider':<15} {'can run':<8} why")
     for v in verdicts.values():
         chosen = "  (this lab's)" if v.provider == cfg.provider else ""
@@ -286,8 +286,6 @@ def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
 # (labkit.render: an executed HTML copy of every notebook).
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import time
-
     from labkit import report
     cfg = _config(args)
     registry = {name: module_name for name, (module_name, _) in EXPERIMENTS.items()}

@@ -25,22 +25,21 @@ import labkit as lk
 from labkit._labdir import make_temp, read_marker
 from labkit._proc import ServiceError
 from labkit.config import LabConfig
+from labkit import providers
 from labkit.providers import docker as dockerp
-from labkit.providers.engine import engine_version
 
 
 def _engine() -> str:
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        engine_version(host)
-        import testcontainers  # noqa: F401
-    except (OSError, ValueError, ImportError) as e:
-        why = (f"the docker provider cannot run here ({e}); `LABKIT_DOCKER=1 bash "
+    """The engine the lab would use (``docker_host``), once the provider says it can run."""
+    config = LabConfig.load()
+    verdict = providers.get("docker").check(config)
+    if not verdict.ok:
+        why = (f"the docker provider cannot run here ({verdict.why}); `LABKIT_DOCKER=1 bash "
                "containers/bootstrap.sh` installs and starts an engine")
         if os.environ.get("CI") == "true":
             pytest.fail(f"in CI the docker provider must run: {why}")
         pytest.skip(why)
-    return host
+    return config.docker_host
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ class Lab:
             else:
                 report.left_running = names
             report.swept = sweep(self.config.lab_dir)
-            for p in providers.ALL:  # containers are no processes: their provider sweeps them
+            for p in providers.PROVIDERS.values():  # containers are no processes: their provider sweeps them
                 report.removed += p.sweep(self.config)
             _state.remove(self.config.lab_dir)
             self.handles = {}

@@ -30,13 +30,11 @@ from labkit.providers.docker import DockerProvider
 from labkit.providers.external import ExternalProvider
 from labkit.providers.native import NativeProvider
 
-__all__ = ["ALL", "PROVIDERS", "Provider", "Verdict", "choose", "get"]
+__all__ = ["PROVIDERS", "Provider", "Verdict", "choose", "get"]
 
-#: The providers a lab can run on (``config.provider``).
+#: The providers a lab can run on (``config.provider``); ``labkit doctor`` checks each.
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (NativeProvider(), ExternalProvider(),
                                                       DockerProvider())}
-#: Every provider ``labkit doctor`` checks.
-ALL: tuple[Provider, ...] = tuple(PROVIDERS.values())
 
 
 def get(name: str) -> Provider:

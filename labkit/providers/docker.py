@@ -48,7 +48,6 @@ from labkit._proc import ServiceError, wait_ready
 from labkit.config import LabConfig
 from labkit.providers.base import Provider, Verdict
 from labkit.providers.engine import INSTALL, engine_version
-from labkit.services.base import health_row
 from labkit.services.memcached import Memcached
 from labkit.services.postgres import Postgres, PostgresServer
 from labkit.services.rabbitmq import RabbitMQ
@@ -229,9 +228,6 @@ class DockerService:
     def procs(self, value: Any) -> None:
         pass
 
-    def health(self) -> dict[str, Any]:
-        return health_row(self, self.running)
-
     def log_tail(self, lines: int = 15) -> str:
         c = self.container()
         if c is None:
@@ -276,7 +272,8 @@ class DockerPostgresServer(DockerService, PostgresServer):
             self.leader.drop_idle_slot(self.name)
         super()._create()
 
-    def remove(self) -> None:
+    def discard(self) -> None:
+        """Throw this server's data away: its container goes (the data lives in it)."""
         c = self.container()
         if c is not None:
             c.remove(force=True)
@@ -291,13 +288,6 @@ class DockerPostgres(Postgres):
         super().__init__(workdir, **kwargs)
         for s in self.servers:
             s.docker = docker  # type: ignore[attr-defined]
-
-    def start(self) -> "DockerPostgres":
-        if not self.leader.initialized:  # old followers belong to a cluster that is gone
-            for f in self.followers:
-                f.remove()  # type: ignore[attr-defined]
-        super().start()
-        return self
 
 
 # --------------------------------------------------------------------- Memcached, RabbitMQ
@@ -352,10 +342,10 @@ def memcached(ctx: Any, saved: list[dict[str, Any]] | None, n: int) -> list[Dock
                                memory_mb=cfg.memcached_memory_mb, host="127.0.0.1",
                                timeout_s=cfg.startup_timeout_s)
                for i in range(n)]
-    for m, s in zip(servers, saved or [None] * n):
+    for m in servers:  # every one, also those the state file does not list yet
         m.docker = lab
-        if s is not None:
-            m.restore(s)
+    for m, s in zip(servers, saved or []):
+        m.restore(s)
     return servers
 
 

@@ -142,7 +142,7 @@ def image_for(client: Any, service: str, say: Callable[[str], None] = print) -> 
 
 
 def built(client: Any) -> dict[str, list[str]]:
-    """The lab's images on this engine, by service (``labkit images list``)."""
+    """The lab's images on this engine, by service (``labkit doctor``)."""
     out: dict[str, list[str]] = {}
     for img in client.images.list(filters={"label": LABEL}):
         out.setdefault(img.labels.get(LABEL, "?"), []).extend(img.tags)

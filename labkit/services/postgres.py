@@ -208,6 +208,10 @@ class PostgresServer(NativeService):
             user=self.user, env={"PGPASSWORD": self.password}, what="pg_basebackup (postgres)")
         (self.data_dir / "standby.signal").touch()
 
+    def discard(self) -> None:
+        """Throw this server's data away (a follower of a cluster that is gone)."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def drop_idle_slot(self, name: str) -> None:
         """Drop replication slot ``name`` unless in use: a follower of that name is made anew.
 
@@ -413,7 +417,7 @@ class Postgres(ServiceGroup):
         self.leader.start()
         if fresh_leader:  # old followers belong to a cluster that no longer exists
             for f in self.followers:
-                shutil.rmtree(f.workdir / "data", ignore_errors=True)
+                f.discard()
         if self.followers:
             self.heartbeat.dsn = self.leader.dsn()  # the leader's port may have changed
             # The heartbeat needs only the leader: it starts beside the followers.
