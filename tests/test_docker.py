@@ -58,11 +58,20 @@ def dlab(client):
         shutil.rmtree(lab_dir, ignore_errors=True)
 
 
+def _containers(client, lab_dir) -> list[str]:
+    """Containers labelled with the lab of ``lab_dir``.
+
+    The low-level list: the high-level one inspects each container it lists, and fails with
+    NotFound when one goes in between.
+    """
+    flt = {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
+    return [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)]
+
+
 def _labelled(client, lab_dir) -> list[str]:
     """Containers and networks labelled with the lab of ``lab_dir``."""
     flt = {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
-    return ([c.name for c in client.containers.list(all=True, filters=flt)]
-            + [n.name for n in client.networks.list(filters=flt)])
+    return _containers(client, lab_dir) + [n["Name"] for n in client.api.networks(filters=flt)]
 
 
 def test_servers_run_in_containers_published_on_loopback_only(dlab, client):
@@ -174,16 +183,18 @@ def test_down_after_kill_9_of_the_starter_removes_what_it_made(client, fresh_lab
     env.pop("LABKIT_CONFIG", None)
     starter = subprocess.Popen([sys.executable, "-m", "labkit.cli", "up", "--provider", "docker",
                                 "--services", "postgres,memcached", "--followers", "0"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        flt = {"label": f"{dockerp.LABEL}={read_marker(fresh_lab_dir).lab_id}"}
-        while not client.containers.list(all=True, filters=flt):
-            assert time.monotonic() < deadline and starter.poll() is None, "no container came"
+        while not _containers(client, fresh_lab_dir):
+            if starter.poll() is not None:
+                pytest.fail(f"the starter ended before making a container:\n{starter.stdout.read()}")
+            assert time.monotonic() < deadline, "no container came within 120 s"
             time.sleep(0.2)
     finally:
         starter.send_signal(signal.SIGKILL)
         starter.wait()
+        starter.stdout.close()
     assert _labelled(client, fresh_lab_dir)  # left behind by the killed starter
     down = _labkit(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr

@@ -36,6 +36,7 @@ process (``labkit status``, ``down``) looks containers up by name with the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -378,16 +379,21 @@ def sweep(config: LabConfig) -> list[str]:
     marker = read_marker(config.lab_dir)
     if not path.exists() or marker is None:
         return []
+    import docker.errors
     saved = json.loads(path.read_text())
-    c = client(saved.get("docker_host", config.docker_host))
+    api = client(saved.get("docker_host", config.docker_host)).api
     gone = []
     flt = {"label": f"{LABEL}={marker.lab_id}"}
-    for ctr in c.containers.list(all=True, filters=flt):
-        ctr.remove(force=True, v=True)
-        gone.append(ctr.name)
-    for net in c.networks.list(filters=flt):
-        net.remove()
-        gone.append(f"network {net.name}")
+    # The low-level lists: the high-level ones inspect what they list, and fail on one that
+    # goes in between. One already gone is as good as removed.
+    for ctr in api.containers(all=True, filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_container(ctr["Id"], force=True, v=True)
+        gone.append(ctr["Names"][0].lstrip("/"))
+    for net in api.networks(filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_network(net["Id"])
+        gone.append(f"network {net['Name']}")
     path.unlink()
     return gone
 
