@@ -464,7 +464,12 @@ class LabConfig:
         except ValidationError as e:
             raise ConfigError(_explain(cls, e, values, origins)) from None
         _check_external(cfg, origins)
+        object.__setattr__(cfg, "_origins", dict(origins))  # frozen: set once, here
         return cfg
+
+    def origin(self, name: str) -> str:
+        """Where setting ``name`` came from: "default", a lab.toml path, a variable, "argument"."""
+        return getattr(self, "_origins", {}).get(name, "default")
 
     def replace(self, **changes: Any) -> "LabConfig":
         """A copy with ``changes`` applied (checked like arguments to ``load``)."""
@@ -474,7 +479,8 @@ class LabConfig:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)} (argument to replace); "
                               f"known settings: {', '.join(sorted(current))}")
         return self._validated({**current, **changes},
-                               {name: "argument to replace()" for name in changes})
+                               {**getattr(self, "_origins", {}),
+                                **{name: "argument to replace()" for name in changes}})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (str(v) if isinstance(v, Path) else asdict(v) if is_dataclass(v) else v)

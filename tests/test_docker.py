@@ -8,6 +8,7 @@ starts one and a skip would hide a broken provider: there they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import labkit as lk
 from labkit._labdir import make_temp, read_marker
 from labkit._proc import ServiceError
 from labkit.config import LabConfig
-from labkit import providers
+from labkit import cli, providers
 from labkit.providers import docker as dockerp
 
 
@@ -149,6 +150,18 @@ def test_rabbitmq_speaks_amqp_with_the_lab_user_and_rabbitmqctl_runs_inside(dlab
     with pytest.raises(amqp.exceptions.AccessRefused):
         amqp.Connection(host=mq.address, userid="guest", password="guest",
                         virtual_host=mq.vhost, connect_timeout=3).connect()
+
+
+def test_the_herd_experiment_runs_on_docker_and_leases_stop_the_herd(dlab, tmp_path, capsys):
+    """One experiment, unchanged, on the containers: `labkit experiment herd` on the docker lab."""
+    out = tmp_path / "herd.json"
+    rc = cli.main(["--lab-dir", str(dlab.config.lab_dir), "experiment", "herd", "--clients", "16",
+                   "--lease", "none,meta", "--rounds", "2", "--out", str(out)])
+    assert rc == 0, capsys.readouterr()
+    rows = {r["lease"]: r for r in json.loads(out.read_text())}
+    assert all(r["errors"] == 0 for r in rows.values()), rows
+    assert rows["meta"]["queries"] == [1, 1], rows["meta"]  # one refill per expiry, leased
+    assert max(rows["none"]["queries"]) > 1, rows["none"]   # the herd: several refills at once
 
 
 def test_cassandra_on_docker_is_a_clear_error(client, fresh_lab_dir):

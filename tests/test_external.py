@@ -179,7 +179,7 @@ def test_fault_controls_on_servers_labkit_does_not_run_say_so(external, elsewher
     assert _healthy(elsewhere)
     # A config asking for the native provider on this lab is told what runs there.
     with pytest.raises(lk.ServiceError, match=r"runs on the external provider.*labkit down"):
-        lk.up(lab_dir=lab.config.lab_dir, services=("memcached",))
+        lk.up(lab_dir=lab.config.lab_dir, provider="native", services=("memcached",))
 
 
 def test_lab_toml_errors_name_the_key_and_the_fix(tmp_path):

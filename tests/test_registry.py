@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labkit import _state
+from labkit._proc import ServiceError
 from labkit.config import ALL_SERVICES, LabConfig
 from labkit.lab import Lab
 from labkit.lab.kinds import KINDS
@@ -31,6 +32,18 @@ def test_the_provider_that_runs_wins_when_attaching_and_a_mismatch_at_up_names_t
     assert choose(cfg, {"services": {"memcached": []}}).name == "native"  # older state files
     with pytest.raises(_state.StateError, match="provider 'warp'"):
         choose(cfg, {"services": {"memcached": []}, "provider": "warp"}, attaching=True)
+    docker_lab = {"services": {"memcached": []}, "provider": "docker"}
+    assert choose(cfg, docker_lab, attaching=True).name == "docker"
+    # At up, a config that asks for no provider uses the lab as it runs (`labkit experiment`
+    # on a lab that `labkit up --provider docker` started) ...
+    assert cfg.origin("provider") == "default"
+    assert choose(cfg, docker_lab).name == "docker"
+    # ... and one that asks for another provider is told what runs and how to go on.
+    for asking in (cfg.replace(provider="native"),
+                   LabConfig.load(lab_dir=tmp_path, environ={"LABKIT_PROVIDER": "native"})):
+        assert asking.origin("provider") != "default"
+        with pytest.raises(ServiceError, match=r"runs on the docker provider.*labkit down"):
+            choose(asking, docker_lab)
 
 
 # ------------------------------------------------------------ Cassandra topologies side by side

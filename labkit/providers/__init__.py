@@ -49,8 +49,9 @@ def get(name: str) -> Provider:
 def choose(config: LabConfig, state: dict[str, Any], *, attaching: bool = False) -> Provider:
     """The provider of a lab: the one its state file records, or else the config's.
 
-    ``attaching`` (status, env, down, reset): what runs is what counts. At ``up``, a config
-    asking for another provider than the one that runs is an error naming both and the fix.
+    ``attaching`` (status, env, down, reset): what runs is what counts. At ``up`` too, unless
+    the config asks for a provider (lab.toml, LABKIT_PROVIDER, an argument): asking for another
+    one than the one that runs is an error naming both and the fix.
     """
     if not state.get("services"):
         return get(config.provider)
@@ -58,7 +59,7 @@ def choose(config: LabConfig, state: dict[str, Any], *, attaching: bool = False)
     if running not in PROVIDERS:
         raise _state.damaged(config.lab_dir, f"it names provider {running!r}, which this "
                                              f"labkit does not know ({', '.join(PROVIDERS)})")
-    if attaching or running == config.provider:
+    if attaching or running == config.provider or config.origin("provider") == "default":
         return get(running)
     raise ServiceError(
         f"lab {config.lab_dir} runs on the {running} provider (its state file says so), but "
