@@ -458,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                         "lab.toml's [external] names), or docker (containers)")
     p.add_argument("--backend", action="store_true",
                    help="also start the whole backend (notebook 12): web under gunicorn, "
-                        "invalidation service, Celery workers, feeds on the Cassandra ring")
+                        "invalidation service, Celery workers, feeds on the Cassandra ring, "
+                        "Toxiproxy between the web tier and Memcached")
     p.add_argument("--jupyter", action="store_true",
                    help="then open JupyterLab at the repository root (notebooks/, exercises/)")
     p.add_argument("--no-browser", action="store_true", help="with --jupyter: print the URL "

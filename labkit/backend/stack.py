@@ -6,7 +6,7 @@ Introduced in notebooks/12_backend_under_faults.ipynb.
 database with the data model of notebook 01 on the PostgreSQL leader (its followers replay it),
 loads a small Zipf-shaped graph (``datagen.generate``: a few popular accounts, the first one
 the celebrity), installs the task tables (notebook 08) and the feeds keyspace on the Cassandra
-ring (notebook 09), and starts three helper processes, each recorded in the lab's state file
+ring (notebook 09), and starts four helper processes, each recorded in the lab's state file
 (``labkit status`` lists them, ``labkit down`` stops them):
 
 - the invalidation service (notebook 04): the database's write stream -> memcached deletes;
@@ -14,7 +14,10 @@ ring (notebook 09), and starts three helper processes, each recorded in the lab'
   owner's activity row in Cassandra, and post fan-out into followers' feeds;
 - the Django web tier under gunicorn (notebook 02): likes on the leader, like counts through
   memcached with meta-protocol leases (notebook 06) refilled from a follower, the feed from
-  Cassandra, and ``POST /api/posts`` (``feeds.publish``).
+  Cassandra, and ``POST /api/posts`` (``feeds.publish``);
+- Toxiproxy (``links.ClientLink``, ``web-to-memcached``): the web tier reaches Memcached
+  (like counts and feed pages) through it, so the nemesis can cut exactly that client off
+  (``client-cut``); the invalidation service and the workers reach Memcached directly.
 
 Names: database ``<name>``, cache key prefix ``<name>`` (``<name>:likes:<media_id>``), feed
 page prefix ``<name>-feed``, keyspace ``<name>_feeds``, task queue ``<name>-tasks``.
@@ -40,6 +43,7 @@ from labkit._proc import Proc, ServiceError
 from labkit.backend import datagen, feeds, likes, schema, tasks
 from labkit.backend.feeds import FeedConfig
 from labkit.backend.invalidation import InvalidationService
+from labkit.backend.links import ClientLink
 from labkit.backend.workers import CeleryWorkers
 
 
@@ -76,6 +80,7 @@ class Backend:
         self.web: Any = None
         self.workers: CeleryWorkers | None = None
         self.invalidation: InvalidationService | None = None
+        self.cache_link: ClientLink | None = None
         self.data: Dataset | None = None
 
     # ------------------------------------------------------------------------ up / down
@@ -107,11 +112,15 @@ class Backend:
             queue=self.queue, workers=self.celery_workers, feeds=feed_config.to_dict())
         from labkit.web.config import WebConfig
         from labkit.web.server import WebServer
+        self.cache_link = ClientLink(self.workdir / "link", "web-to-memcached",
+                                     upstreams=self.lab.cache_servers, host=self.lab.config.host,
+                                     binary=str(self.lab.config.toxiproxy_bin)).start()
+        via_link = [list(s) for s in self.cache_link.addresses]  # the web tier's memcached
         web_config = WebConfig.from_lab(
             self.lab, self.dbname, notify=True, notify_queue=self.queue,
-            feed_source="cassandra", cassandra_feeds=feed_config.to_dict(),
-            cache={"servers": [list(s) for s in self.lab.cache_servers], "prefix": self.prefix,
-                   "lease": "meta"})
+            feed_source="cassandra",
+            cassandra_feeds={**feed_config.to_dict(), "cache_servers": via_link},
+            cache={"servers": via_link, "prefix": self.prefix, "lease": "meta"})
         self.web = WebServer(self.workdir / "web", web_config, workers=self.web_workers)
         with ThreadPoolExecutor(3) as pool:  # independent processes: start them together
             for started in [pool.submit(h.start) for h in (self.invalidation, self.workers,
@@ -140,7 +149,7 @@ class Backend:
 
         A slot nobody reads keeps WAL on the leader forever: it goes with its service.
         """
-        for helper in (self.web, self.workers, self.invalidation):
+        for helper in (self.web, self.cache_link, self.workers, self.invalidation):
             if helper is not None:
                 helper.stop()
         if self.invalidation is not None:

@@ -20,6 +20,9 @@ rabbitmq-restart       the broker stopped for the window, then started again
 invalidation-stop      the invalidation service stopped; it resumes from its slot
 gunicorn-kill          SIGKILL one gunicorn worker (its requests in hand are lost);
                        the window ends when the master has replaced it
+client-cut             the web tier cut off from Memcached (its Toxiproxy link
+                       ``web-to-memcached`` disabled): reads fall back to the databases;
+                       the window ends when the web tier reaches Memcached again
 =====================  ==============================================================
 
 >>> nemesis = Nemesis(backend, [("celery-kill", 5, 3)])     # doctest: +SKIP
@@ -36,10 +39,13 @@ import signal
 import time
 from typing import Any, Callable
 
-from labkit._proc import wait_ready
+from labkit._proc import ServiceError, wait_ready
 from labkit.chaos.history import Fault, History
 
 FOLLOWER_DELAY_MS = 3000
+# How long client-cut's heal waits for the web tier's first memcached read: its client
+# (meta-memcache) marks a server it could not reach down for 5 s, then tries it again.
+RECONNECT_TIMEOUT_S = 20.0
 # (target, detail, heal); heal() returns more detail.
 Injected = tuple[str, dict[str, Any], Callable[[], dict[str, Any]]]
 
@@ -108,6 +114,39 @@ def gunicorn_kill(backend: Any) -> Injected:
     return f"gunicorn worker (pid {pid})", {"pid": pid}, heal
 
 
+def _memcached_gets(backend: Any) -> int:
+    # Counted by memcached itself, asked directly (not through the link). Only the web tier
+    # reads the backend's keys during a run: the invalidation service and workers delete.
+    return sum(m.stats()["cmd_get"] for m in backend.lab.memcached)
+
+
+def client_cut(backend: Any) -> Injected:
+    """The web tier cut off from Memcached by its Toxiproxy link; healed, it reads it again.
+
+    The detail shows the cut is real: ``gets_while_cut``, the reads Memcached served during
+    the window (0: the web tier could not reach it), and ``reconnect_s``, how long after the
+    heal its first read arrived (the window ends then; None if none came within
+    RECONNECT_TIMEOUT_S, say without load).
+    """
+    link = backend.cache_link
+    link.cut()
+    before = _memcached_gets(backend)
+
+    def heal() -> dict[str, Any]:
+        during = _memcached_gets(backend) - before
+        link.heal()
+        healed = _memcached_gets(backend)
+        try:
+            waited_s = wait_ready("the web tier's first memcached read",
+                                  lambda: _memcached_gets(backend) > healed,
+                                  timeout_s=RECONNECT_TIMEOUT_S)
+        except ServiceError:
+            waited_s = None
+        return {"gets_while_cut": during,
+                "reconnect_s": None if waited_s is None else round(waited_s, 2)}
+    return f"web -> memcached ({link.link})", {}, heal
+
+
 FAULTS: dict[str, Callable[[Any], Injected]] = {
     "celery-kill": celery_kill,
     "cassandra-pause": cassandra_pause,
@@ -116,6 +155,7 @@ FAULTS: dict[str, Callable[[Any], Injected]] = {
     "rabbitmq-restart": rabbitmq_restart,
     "invalidation-stop": invalidation_stop,
     "gunicorn-kill": gunicorn_kill,
+    "client-cut": client_cut,
 }
 
 

@@ -88,11 +88,12 @@ def binary_checks(cfg: LabConfig) -> list[tuple[str, bool, str, str]]:
     v = _version_of([mvn, "--version"]) if mvn else None
     checks.append(("maven", bool(v), v or "not found", "any (Cassandra's jars)"))
     checks.append(_haproxy_check())
-    # Toxiproxy puts distance between notebook 10's regions; no Debian package has it.
+    # Toxiproxy puts distance between notebook 10's regions and cuts notebook 12's web tier off
+    # Memcached; no Debian package has it.
     tp = shutil.which(cfg.toxiproxy_bin) or (cfg.toxiproxy_bin if Path(cfg.toxiproxy_bin).exists()
                                              else None)
     checks.append(("toxiproxy", bool(tp), "found" if tp else "not found",
-                   "2.x (notebook 10; built by bootstrap.sh)"))
+                   "2.x (notebooks 10, 12; built by bootstrap.sh)"))
     # `labkit grade` isolates each submission with bubblewrap and socat forwarders.
     bwrap = shutil.which("bwrap")
     v = _version_of([bwrap, "--version"]) if bwrap else None

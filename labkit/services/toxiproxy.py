@@ -87,8 +87,10 @@ class Toxiproxy(NativeService):
             raise ServiceError(f"toxiproxy {method} {path}: {e.code} {e.read().decode()[:200]}"
                                ) from None
         except OSError as e:
-            raise ServiceError(f"toxiproxy at {self.address} does not answer ({e}); start the "
-                               "lab with `labkit up --cassandra regions`") from None
+            raise ServiceError(f"toxiproxy at {self.address} does not answer ({e}); see "
+                               "`labkit status`: it runs with the regions (`labkit up "
+                               "--cassandra regions`) or the backend (`labkit up --backend`)"
+                               ) from None
         if not text.strip():
             return {}
         return json.loads(text) if text.lstrip()[:1] in "[{" else text

@@ -46,15 +46,29 @@ def test_a_short_chaos_run_writes_json_plot_and_history(ring_lab, tmp_path, caps
     # Faults on the backend's own processes only: a server restarted here gets a new pid that
     # the session's other Lab objects (the `lab` fixture) would not know until they reattach.
     # Notebook 12, in a kernel of its own, restarts Memcached and RabbitMQ.
+    # client-cut goes first: its window ends when the web tier reads Memcached again, which
+    # needs load after the heal (the client waits out its 5 s mark-down first).
     out = tmp_path / "chaos.json"
-    assert main(["experiment", "chaos", "--duration", "10", "--rate", "8", "--hold-s", "1.5",
-                 "--faults", "gunicorn-kill,invalidation-stop", "--out", str(out)]) == 0
+    faults = ["client-cut", "gunicorn-kill", "invalidation-stop"]
+    assert main(["experiment", "chaos", "--duration", "16", "--rate", "8", "--hold-s", "1.5",
+                 "--faults", ",".join(faults), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 10_000
     history = History.load(out.with_suffix(".history.jsonl"))
-    assert [f.name for f in history.faults] == ["gunicorn-kill", "invalidation-stop"]
+    assert [f.name for f in history.faults] == faults
     assert result["nemesis_errors"] == []
-    assert [row["fault"] for row in result["faults"]] == ["gunicorn-kill", "invalidation-stop"]
+    assert [row["fault"] for row in result["faults"]] == faults
+    # The cut was real: Memcached (asked directly) served the web tier no read while it
+    # lasted, the reads due in it were answered from the databases, and after the heal the
+    # web tier reached Memcached again.
+    cut = history.faults[0]
+    assert cut.target == "web -> memcached (web-to-memcached)"
+    assert cut.detail["gets_while_cut"] == 0, cut.detail
+    assert cut.detail["reconnect_s"] is not None, cut.detail
+    in_cut = [o for o in history.ops if cut.start_s <= o.due_s <= cut.end_s
+              and o.f in ("media", "feed")]
+    assert in_cut and all(o.outcome == "ok" for o in in_cut), [
+        (o.f, o.outcome, o.status) for o in in_cut if o.outcome != "ok"]
     # every scheduled request is in the history, and each kind of operation was answered
     assert sorted(o.index for o in history.ops) == list(range(len(history.ops)))
     assert len(history.ops) >= 8 * 10 * 0.9
@@ -76,4 +90,4 @@ def test_a_short_chaos_run_writes_json_plot_and_history(ring_lab, tmp_path, caps
     saved = results.load(ring_lab.config.lab_dir, "chaos")
     assert saved["data"]["faults"] == result["faults"] and "--out" not in saved["command"]
     assert any(line.startswith("checker likes: ok") for line in chaos.headline(saved["data"]))
-    assert len(chaos.plot_result(saved["data"]).patches) == 2  # one shaded window per fault
+    assert len(chaos.plot_result(saved["data"]).patches) == len(faults)  # a window per fault
