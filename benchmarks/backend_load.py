@@ -83,6 +83,7 @@ def main() -> int:
                 row = report.fault_table(history, recovered_p99_ms=P99_BOUND_MS)[0]
                 verdicts = chaos.check(backend, history, stale_bound_s=5.0)
                 row["violations"] = {v["name"]: len(v["violations"]) for v in verdicts}
+                row["detail"] = history.faults[0].detail  # client-cut: gets_while_cut, reconnect_s
                 runs.append(row)
                 print(f"{fault} run {i + 1}: {row}", file=sys.stderr)
             rows.append((fault, runs))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import uuid
 
 import pytest
 
+from labkit.backend import feeds
+from labkit.backend.leases import make_lease
 from labkit.backend.links import ClientLink
 from labkit.services.memcached import memcached_command
 
@@ -46,3 +49,35 @@ def test_a_cut_link_cuts_only_its_client_off_and_a_healed_one_carries_it_again(l
     finally:
         link.stop()
     assert link.name not in {r["name"] for r in lab.helper_health()}
+
+
+def test_a_feed_page_is_read_from_its_source_while_the_client_is_cut_off(lab):
+    """The web tier's page cache through a cut link: the page comes from its load, no error;
+    a load that fails is not tried twice (that error is Cassandra's, not the cache's)."""
+    link = ClientLink(lab.config.lab_dir / "links-feed-test", "feed-to-memcached",
+                      upstreams=lab.cache_servers).start()
+    try:
+        cache = feeds.FeedCache(make_lease("meta", link.addresses),
+                                prefix=f"cut{uuid.uuid4().hex[:6]}")
+        page = feeds.FeedPage([feeds.FeedItem(1, 2)], None)
+        loads: list[int] = []
+
+        def load(viewer_id: int) -> feeds.FeedPage:
+            loads.append(viewer_id)
+            return page
+
+        assert cache.first_page(7, lambda: load(7)) == page
+        assert cache.first_page(7, lambda: load(7)) == page and loads == [7]  # cached
+        link.cut()
+        assert cache.first_page(7, lambda: load(7)) == page and loads == [7, 7]
+
+        def broken() -> feeds.FeedPage:
+            loads.append(-1)
+            raise RuntimeError("cassandra timed out")
+        link.heal()  # a new client: the old one keeps away from the server for 5 s
+        cache = feeds.FeedCache(make_lease("meta", link.addresses), prefix=cache.prefix)
+        with pytest.raises(RuntimeError, match="cassandra"):
+            cache.first_page(8, broken)
+        assert loads.count(-1) == 1
+    finally:
+        link.stop()
