@@ -118,8 +118,13 @@ def run_policy(lab: Any, dbname: str, policy: str, workload: Workload, *,
                clients_per_region: int = 4,
                migration: MigrationPolicy = MigrationPolicy(threshold=4, ratio=2,
                                                            min_stay_s=3),
-               window_s: float = 8.0) -> PolicyRun:
-    """One policy on ``workload``: set up fresh data, replay the schedule, check the history."""
+               window_s: float = 8.0, keep_keyspace: bool = False) -> PolicyRun:
+    """One policy on ``workload``: set up fresh data, replay the schedule, check the history.
+
+    ``keep_keyspace=True`` empties the policy's table (TRUNCATE) instead of dropping and
+    recreating its keyspace: the same fresh start, seconds cheaper where a keyspace is there
+    already (schema changes are slow on loaded cores; notebook 10's sliders rerun it).
+    """
     net = lab.regions
     keyspace = f"akkio_{policy}"
     run = PolicyRun(policy)
@@ -128,8 +133,11 @@ def run_policy(lab: Any, dbname: str, policy: str, workload: Workload, *,
     stores = {c: {r: RegionStore(r, s, keyspace) for r, s in row.items()}
               for c, row in sessions.items()}
     for r, store in stores[r0 := net.regions[0]].items():
-        store.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
-        store.create()
+        if not keep_keyspace:
+            store.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_S)
+        store.create()                                    # kept if there
+        if keep_keyspace:
+            store.session.execute(f"TRUNCATE {keyspace}.access_state", timeout=DDL_TIMEOUT_S)
     for c in net.regions:
         if c != r0:
             for store in stores[c].values():
