@@ -267,12 +267,19 @@ def _missing_extra(name: str, error: ImportError):
     return run
 
 
-def _add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_experiment_parsers(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    """`labkit experiment NAME`: NAME's module is imported only when the command line names it.
+
+    An experiment's module brings the backend (Celery, SciPy: about a second); `labkit status`
+    and the other commands do without it.
+    """
     import importlib
     p = sub.add_parser("experiment", help="run an experiment on the lab's servers")
     experiments = p.add_subparsers(dest="experiment", required=True)
     for name, (module_name, help_text) in EXPERIMENTS.items():
         e = experiments.add_parser(name, help=help_text)
+        if "experiment" not in argv or name not in argv:
+            continue  # not asked for: its arguments cannot be parsed
         try:  # the experiments need the backend extra; `labkit up/down` must not
             importlib.import_module(module_name).add_arguments(e)
         except ImportError as error:
@@ -478,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also delete the lab's data (only what the lab made in its directory)")
     p.set_defaults(func=cmd_down)
     sub.add_parser("doctor", help="check the installed servers").set_defaults(func=cmd_doctor)
-    _add_experiment_parsers(sub)
+    argv = sys.argv[1:] if argv is None else argv
+    _add_experiment_parsers(sub, argv)
     _add_report_parsers(sub)
     _add_grading_parsers(sub)
     _add_images_parsers(sub)
