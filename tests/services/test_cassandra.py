@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -421,52 +422,55 @@ def _values(session, keyspace: str) -> list[str]:
 
 
 @pytest.mark.cassandra
-def test_ring_and_regions_run_side_by_side_each_with_its_own_data() -> None:
-    lab_dir = _lab_dir("side")
-    try:
-        ring = lk.up(lab_dir=lab_dir, services=("cassandra",), cassandra="ring").cassandra
-        lab = lk.up(lab_dir=lab_dir, services=("cassandra",), cassandra="regions")
-        regions = lab.cassandra
-        assert (ring.topology, regions.topology) == ("ring", "regions")
-        assert set(lab.cassandra_topologies) == {"ring", "regions"}
-        assert ring.running() and regions.running()  # the ring kept running beside the regions
-        assert [n.host for n in ring.nodes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        endpoints = [(n.host, port) for cas in (ring, regions) for n in cas.nodes
-                     for port in (n.native_port, n.storage_port)]
-        assert len(set(endpoints)) == len(endpoints)
-        assert not {n.host for n in ring.nodes} & {n.host for n in regions.nodes}
+def test_ring_and_regions_run_side_by_side_each_with_its_own_data(ring_lab, regions_lab) -> None:
+    """The session's lab, as notebooks 09, 10 and 12 share it in CI: the ring and the regions.
 
-        # Each cluster answers with its own data, and knows nothing of the others'.
-        sessions = {"ring": ring.connect(), "us": regions.connect(region="us"),
-                    "eu": regions.connect(region="eu")}
-        _one_row_keyspace(sessions["ring"], "side_ring", {"class": "NetworkTopologyStrategy",
-                                                          "us": 3}, "ring")
+    (Each topology's own `up` and `down` are tested above, on labs of their own.)
+    """
+    ring, regions = ring_lab.cassandra, regions_lab.cassandra
+    lab_dir = ring_lab.config.lab_dir
+    assert regions_lab.config.lab_dir == lab_dir
+    assert (ring.topology, regions.topology) == ("ring", "regions")
+    assert {"ring", "regions"} <= set(regions_lab.cassandra_topologies)
+    assert ring.running() and regions.running()  # the ring kept running beside the regions
+    assert [n.host for n in ring.nodes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    endpoints = [(n.host, port) for cas in (ring, regions) for n in cas.nodes
+                 for port in (n.native_port, n.storage_port)]
+    assert len(set(endpoints)) == len(endpoints)
+    assert not {n.host for n in ring.nodes} & {n.host for n in regions.nodes}
+
+    # Each cluster answers with its own data, and knows nothing of the others'.
+    sessions = {"ring": ring.connect(), "us": regions.connect(region="us"),
+                "eu": regions.connect(region="eu")}
+    tag = uuid.uuid4().hex[:8]
+    try:
+        _one_row_keyspace(sessions["ring"], f"side_ring_{tag}",
+                          {"class": "NetworkTopologyStrategy", "us": 3}, "ring")
         for region in ("us", "eu"):
-            _one_row_keyspace(sessions[region], f"side_{region}",
+            _one_row_keyspace(sessions[region], f"side_{region}_{tag}",
                               {"class": "NetworkTopologyStrategy", region: 1}, region)
         for name, session in sessions.items():
-            assert [(k, _values(session, f"side_{k}")) for k in sessions] == [
+            assert [(k, _values(session, f"side_{k}_{tag}")) for k in sessions] == [
                 (k, [k] if k == name else []) for k in sessions], name
-        # Gossip joined the ring's nodes, and nothing else: node 1 knows nodes 2 and 3 only.
-        first = ring.connect(only=ring.nodes[0])
-        peers = {str(r.peer) for r in first.execute("SELECT peer FROM system.peers")}
-        assert peers == {"127.0.0.2", "127.0.0.3"}
-
-        # Reattached without naming a topology, the lab cannot guess which one is meant.
-        with pytest.raises(lk.ServiceError, match=r"several Cassandra topologies \(ring, regions\)"):
-            lk.attach(lab_dir=lab_dir).cassandra
-        again = lk.attach(lab_dir=lab_dir, cassandra="ring").cassandra
-        assert again.contact_points == ring.contact_points
-        status = _labkit(lab_dir, "status")
-        assert status.returncode == 0, status.stdout + status.stderr
-        lines = status.stdout.splitlines()
-        for group, n in (("cassandra ring:", 3), ("cassandra regions:", 2)):
-            rows = lines[lines.index(group) + 1:][:n]
-            assert all(r.startswith("cassandra-") and " ok " in r for r in rows), status.stdout
-        _down_leaves_no_node(lab_dir, [*ring.nodes, *regions.nodes])
     finally:
-        lk.down(lab_dir=lab_dir, purge=True)
-        shutil.rmtree(lab_dir, ignore_errors=True)
+        for name, session in sessions.items():
+            session.execute(f"DROP KEYSPACE IF EXISTS side_{name}_{tag}", timeout=DDL_TIMEOUT_S)
+    # Gossip joined the ring's nodes, and nothing else: node 1 knows nodes 2 and 3 only.
+    first = ring.connect(only=ring.nodes[0])
+    peers = {str(r.peer) for r in first.execute("SELECT peer FROM system.peers")}
+    assert peers == {"127.0.0.2", "127.0.0.3"}
+
+    # Reattached without naming a topology, the lab cannot guess which one is meant.
+    with pytest.raises(lk.ServiceError, match=r"several Cassandra topologies \(ring, regions\)"):
+        lk.attach(lab_dir=lab_dir).cassandra
+    again = lk.attach(lab_dir=lab_dir, cassandra="ring").cassandra
+    assert again.contact_points == ring.contact_points
+    status = _labkit(lab_dir, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = status.stdout.splitlines()
+    for group, n in (("cassandra ring:", 3), ("cassandra regions:", 2)):
+        rows = lines[lines.index(group) + 1:][:n]
+        assert all(r.startswith("cassandra-") and " ok " in r for r in rows), status.stdout
 
 
 # ---------------------------------------------------------------------------
