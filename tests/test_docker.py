@@ -59,20 +59,24 @@ def dlab(client):
         shutil.rmtree(lab_dir, ignore_errors=True)
 
 
+def _lab_filter(lab_dir) -> dict[str, str]:
+    return {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
+
+
 def _containers(client, lab_dir) -> list[str]:
     """Containers labelled with the lab of ``lab_dir``.
 
     The low-level list: the high-level one inspects each container it lists, and fails with
     NotFound when one goes in between.
     """
-    flt = {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
-    return [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)]
+    return [c["Names"][0].lstrip("/")
+            for c in client.api.containers(all=True, filters=_lab_filter(lab_dir))]
 
 
 def _labelled(client, lab_dir) -> list[str]:
     """Containers and networks labelled with the lab of ``lab_dir``."""
-    flt = {"label": f"{dockerp.LABEL}={read_marker(lab_dir).lab_id}"}
-    return _containers(client, lab_dir) + [n["Name"] for n in client.api.networks(filters=flt)]
+    return _containers(client, lab_dir) + [
+        n["Name"] for n in client.api.networks(filters=_lab_filter(lab_dir))]
 
 
 def test_servers_run_in_containers_published_on_loopback_only(dlab, client):

@@ -460,28 +460,10 @@ class FeedCache:
         return cache_key(self.prefix, "feed", viewer_id)
 
     def first_page(self, viewer_id: int, load: Any) -> FeedPage:
-        """The cached first page, or ``load()`` (a ``FeedPage``) stored under the lease.
-
-        With memcached unreachable (restarting, or this client cut off from it: notebook 12's
-        ``client-cut``) the page is loaded from Cassandra: a cache is an optimisation, never
-        a reason to fail a read. A failing ``load`` is not retried: that error is Cassandra's.
-        """
-        loaded: list[FeedPage] = []
-        started = False
-
-        def fill() -> str:
-            nonlocal started
-            started = True
-            loaded.append(load())
-            return loaded[-1].to_json()
-        try:
-            return FeedPage.from_json(self.lease.read(self.key(viewer_id), fill, self.ttl_s))
-        except Exception:  # whatever the cache client raises when it cannot reach memcached
-            if loaded:     # loaded, then storing it failed
-                return loaded[-1]
-            if started:    # the load itself failed
-                raise
-            return load()
+        """The cached first page, or ``load()`` (a ``FeedPage``) stored under the lease; with
+        memcached unreachable, ``load()`` (``Lease.read_or_load``)."""
+        return FeedPage.from_json(self.lease.read_or_load(self.key(viewer_id),
+                                                          lambda: load().to_json(), self.ttl_s))
 
     def invalidate(self, viewer_ids: Iterable[int]) -> None:
         """Delete these viewers' cached pages (after their feeds were written in Cassandra)."""

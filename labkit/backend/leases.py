@@ -90,6 +90,31 @@ class Lease:
     def read(self, key: str, load: Callable[[], Any], ttl_s: int) -> Any:
         raise NotImplementedError
 
+    def read_or_load(self, key: str, load: Callable[[], Any], ttl_s: int) -> Any:
+        """``read``, or ``load()`` itself when memcached cannot be reached (restarting, or this
+        client cut off from it: notebook 12): a cache is an optimisation, never a reason to
+        fail a read.
+
+        An error of ``load`` is raised as it is (it is the source's, not the cache's), and
+        ``load`` never runs twice: a value loaded before storing it failed is returned.
+        """
+        loaded: list[Any] = []
+        started = False
+
+        def tracked() -> Any:
+            nonlocal started
+            started = True
+            loaded.append(load())
+            return loaded[-1]
+        try:
+            return self.read(key, tracked, ttl_s)
+        except Exception:  # whatever the cache client raises when it cannot reach memcached
+            if loaded:
+                return loaded[-1]
+            if started:
+                raise
+            return load()
+
     def invalidate(self, key: str, stale_s: int = 0) -> None:
         raise NotImplementedError
 

@@ -105,6 +105,10 @@ class History:
         """The operations named ``fs`` (all when none is named), in index order."""
         return (o for o in sorted(self.ops, key=lambda o: o.index) if not fs or o.f in fs)
 
+    def during(self, fault: "Fault", *fs: str) -> list[Op]:
+        """The operations named ``fs`` (all when none is named) due in ``fault``'s window."""
+        return [o for o in self.of(*fs) if fault.start_s <= o.due_s < fault.end_s]
+
     def acknowledged(self, *fs: str) -> list[Op]:
         return [o for o in self.of(*fs) if o.outcome == "ok"]
 

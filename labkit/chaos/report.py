@@ -64,7 +64,7 @@ def fault_table(history: History, *, recovered_p99_ms: float = 200.0,
     end_of_run = max((o.due_s for o in history.ops), default=0.0)
     out = []
     for i, fault in enumerate(faults):
-        inside = [o for o in history.ops if fault.start_s <= o.due_s < fault.end_s]
+        inside = history.during(fault)
         until = faults[i + 1].start_s if i + 1 < len(faults) else end_of_run
         bad = [r["t_s"] + bin_s for r in rows
                if fault.start_s <= r["t_s"] and r["t_s"] + bin_s <= until

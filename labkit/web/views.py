@@ -204,13 +204,8 @@ def _cached_like_count(conn: Any, media_id: int) -> int:
     from labkit.backend.cache import TTL_S, cache_key
     cfg = settings.LABKIT_CACHE
     key = cache_key(cfg.get("prefix", "ig"), "likes", media_id)
-    try:
-        lease = _like_count_lease(tuple(tuple(s) for s in cfg["servers"]), cfg.get("lease", "meta"))
-        return lease.read(key, lambda: likes.count(conn, media_id), TTL_S["likes"])
-    except schema.NotFound:
-        raise
-    except Exception:  # memcached unreachable or restarting: whatever its client raises
-        return likes.count(conn, media_id)
+    lease = _like_count_lease(tuple(tuple(s) for s in cfg["servers"]), cfg.get("lease", "meta"))
+    return lease.read_or_load(key, lambda: likes.count(conn, media_id), TTL_S["likes"])
 
 
 @api("GET")

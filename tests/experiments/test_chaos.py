@@ -65,8 +65,7 @@ def test_a_short_chaos_run_writes_json_plot_and_history(ring_lab, tmp_path, caps
     assert cut.target == "web -> memcached (web-to-memcached)"
     assert cut.detail["gets_while_cut"] == 0, cut.detail
     assert cut.detail["reconnect_s"] is not None, cut.detail
-    in_cut = [o for o in history.ops if cut.start_s <= o.due_s <= cut.end_s
-              and o.f in ("media", "feed")]
+    in_cut = history.during(cut, "media", "feed")
     assert in_cut and all(o.outcome == "ok" for o in in_cut), [
         (o.f, o.outcome, o.status) for o in in_cut if o.outcome != "ok"]
     # every scheduled request is in the history, and each kind of operation was answered
