@@ -1,11 +1,15 @@
 """Time to bring the lab up (cold and warm) and to reattach, per provider; image builds.
 
     python benchmarks/startup.py [--runs 5] [--provider native,docker] [--build-runs 1]
+                                 [--ring-runs 3]
 
 Cold: a new lab directory (initdb, pg_basebackup, a new RabbitMQ node; on docker, new
 containers from the cached images). Warm: `up` after a `down`: natively the data is kept;
 on docker `down` removes the containers, so warm is new containers again (with the images
 and the engine's page cache warm). Reattach: `up` while the lab runs. Medians over --runs.
+The Cassandra ring (three nodes) is timed the same way on each provider, --ring-runs times
+(0: not at all): cold, then warm after a `down` (natively its data is kept and the JVMs start
+on it; on docker the containers, and so the data, are new).
 With docker among the providers, image builds are timed too: cold (the base made by
 debootstrap under a tag of the benchmark's own, then each image with no layer cache, tagged
 labkit-bench/...; both removed afterwards) and cached (`labkit images build` with every
@@ -82,6 +86,8 @@ def main() -> None:
                     help="comma-separated: native, docker (each measured in the same run)")
     ap.add_argument("--build-runs", type=int, default=1,
                     help="cold and cached image builds (with docker among the providers)")
+    ap.add_argument("--ring-runs", type=int, default=3,
+                    help="cold and warm up of the Cassandra ring per provider (0: skip)")
     args = ap.parse_args()
     med = statistics.median
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -92,10 +98,38 @@ def main() -> None:
     if "native" in warm_of and "docker" in warm_of:
         ratio = warm_of["docker"] / warm_of["native"]
         print(f"\nwarm up, docker / native: {ratio:.2f}x   target <= 2x")
+    if args.ring_runs:
+        print(f"\nCassandra ring, 3 nodes ({args.ring_runs} run(s); medians; min..max)")
+        for provider in args.provider.split(","):
+            for what, vals in ring_times(provider, args.ring_runs).items():
+                print(f"  {provider:<7} {what:<5} up {med(vals):6.1f} s  "
+                      f"({min(vals):.1f}..{max(vals):.1f})")
     if "docker" in warm_of and args.build_runs:
         print(f"\nimage builds ({args.build_runs} run(s); median):")
         for what, vals in image_builds(args.build_runs).items():
             print(f"  {what:<28} {med(vals):7.1f} s  ({min(vals):.1f}..{max(vals):.1f})")
+
+
+def ring_times(provider: str, runs: int) -> dict[str, list[float]]:
+    """Seconds for ``up --cassandra ring`` on a new lab (cold) and again after ``down`` (warm)."""
+    base = Path(tempfile.mkdtemp(prefix="labkit-bench-ring-", dir="/tmp"))
+    base.chmod(0o755)
+    out: dict[str, list[float]] = {"cold": [], "warm": []}
+    try:
+        for i in range(runs):
+            cfg = LabConfig.load(lab_dir=base / f"run{i}", provider=provider,
+                                 services=("cassandra",), cassandra="ring")
+            for what in ("cold", "warm"):
+                t0 = time.perf_counter()
+                lab = lk.Lab.up(cfg, progress=False)
+                out[what].append(time.perf_counter() - t0)
+                lab.down()
+            lk.Lab(cfg).down(purge=True)
+    finally:
+        for d in base.iterdir():
+            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True)
+        shutil.rmtree(base, ignore_errors=True)
+    return out
 
 
 def run_provider(provider: str, runs: int) -> float:

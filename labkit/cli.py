@@ -434,7 +434,7 @@ def cmd_images_build(args: argparse.Namespace) -> int:
     cfg = _config(args)
     wanted = tuple(args.services.split(",")) if args.services else images.SERVICES
     t0 = time.monotonic()
-    built = images.build_all(docker.client(cfg.docker_host), wanted)
+    built = images.build_all(docker.client(cfg.docker_host), wanted, config=cfg)
     for service, tag in built.items():
         print(f"{service:<10} {tag}")
     print(f"images ready in {time.monotonic() - t0:.1f} s")

@@ -24,7 +24,6 @@ from pymemcache.client.base import Client
 
 import labkit as lk
 from labkit._labdir import make_temp, read_marker
-from labkit._proc import ServiceError
 from labkit.config import LabConfig
 from labkit import cli, providers
 from labkit.providers import docker as dockerp
@@ -168,10 +167,101 @@ def test_the_herd_experiment_runs_on_docker_and_leases_stop_the_herd(dlab, tmp_p
     assert max(rows["none"]["queries"]) > 1, rows["none"]   # the herd: several refills at once
 
 
-def test_cassandra_on_docker_is_a_clear_error(client, fresh_lab_dir):
-    with pytest.raises(ServiceError, match="no Dockerfile.*provider = \"native\""):
-        lk.up(lab_dir=fresh_lab_dir, provider="docker", services=("memcached",),
-              cassandra="single")
+@pytest.fixture(scope="module")
+def dcas(client):
+    """A docker lab running Cassandra's ring and the two regions side by side (five JVMs)."""
+    lab_dir = make_temp("labkit-docker-cassandra-")
+    try:
+        lk.up(lab_dir=lab_dir, provider="docker", services=("cassandra",), cassandra="ring")
+        yield lk.up(lab_dir=lab_dir, provider="docker", services=("cassandra",), cassandra="regions")
+    finally:
+        lk.down(lab_dir=lab_dir, purge=True)
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def test_cassandra_nodes_run_in_containers_each_on_its_own_loopback_address(dcas, client):
+    nodes = [n for cas in dcas.cassandra_topologies.values() for n in cas.nodes]
+    assert len(nodes) == 5 and len({n.container_name for n in nodes}) == 5
+    assert len({n.host for n in nodes}) == 5
+    for n in nodes:
+        c = client.containers.get(n.container_name)
+        assert c.status == "running" and c.labels[dockerp.LABEL]
+        bindings = [b for bs in c.attrs["HostConfig"]["PortBindings"].values() for b in bs]
+        assert bindings == [{"HostIp": n.host, "HostPort": str(n.native_port)}]
+        assert n.host.startswith("127.0.0.")
+    assert all(r["ok"] for r in dcas.health()), dcas.status_table()
+    # nodetool runs in the container, logged in over its JMX; the ring's three gossip
+    # with each other on the lab's network.
+    ring = dcas.cassandra_topologies["ring"]
+    status = ring.nodes[0].nodetool("status")
+    assert sum(line.startswith("UN ") for line in status.splitlines()) == 3, status
+
+
+def test_the_ring_replicates_across_containers_and_quorum_outlives_a_paused_node(dcas, client):
+    from cassandra import ConsistencyLevel, Unavailable, WriteTimeout
+    from cassandra.query import SimpleStatement
+
+    from labkit.services.cassandra import create_keyspace
+    ring = dcas.cassandra_topologies["ring"]
+    ks = f"d_{uuid.uuid4().hex[:8]}"
+    # The first node coordinates every request: the one to be paused must not.
+    session = ring.connect(only=ring.nodes[0], request_timeout_s=30)
+    create_keyspace(session, ks, {"us": 3})
+    session.execute(f"CREATE TABLE {ks}.t (k int PRIMARY KEY, v text)", timeout=60)
+
+    def write(k: int, level: int) -> None:
+        session.execute(SimpleStatement(f"INSERT INTO {ks}.t (k, v) VALUES (%s, 'x')",
+                                        consistency_level=level), (k,))
+
+    write(1, ConsistencyLevel.ALL)
+    for node in ring.nodes:  # each replica alone has it
+        alone = ring.connect(only=node)
+        read = SimpleStatement(f"SELECT v FROM {ks}.t WHERE k = 1",
+                               consistency_level=ConsistencyLevel.ONE)
+        assert alone.execute(read).one().v == "x", node.name
+    paused = ring.nodes[2]
+    paused.pause()  # docker pause: the cgroup freezer, as SIGSTOP natively
+    try:
+        assert client.containers.get(paused.container_name).status == "paused"
+        write(2, ConsistencyLevel.QUORUM)  # two of three answer
+        with pytest.raises((WriteTimeout, Unavailable)):
+            write(3, ConsistencyLevel.ALL)
+    finally:
+        paused.resume()
+    assert client.containers.get(paused.container_name).status == "running"
+    session.execute(f"DROP KEYSPACE {ks}", timeout=60)
+
+
+def test_regions_on_docker_are_reached_through_their_delayed_links(dcas):
+    net = dcas.regions
+    cross, local = net.connect("eu", "us"), net.connect("us", "us")
+    try:
+        for s in (cross, local):
+            assert s.execute("SELECT peer FROM system.peers").all() == []  # no gossip across
+        rtts = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            cross.execute("SELECT release_version FROM system.local")
+            rtts.append((time.perf_counter() - t0) * 1000)
+        # A lower bound only: a round trip through a link of d ms each way takes 2*d at least.
+        assert min(rtts) >= 2 * net.delay_ms_of("eu", "us") > 0
+    finally:
+        cross.cluster.shutdown()
+        local.cluster.shutdown()
+
+
+def test_the_consistency_experiment_runs_on_the_docker_ring(dcas, tmp_path, capsys):
+    """Notebook 09's experiment, unchanged, on the containers: replica C frozen by docker pause."""
+    out = tmp_path / "consistency.json"
+    rc = cli.main(["--lab-dir", str(dcas.config.lab_dir), "experiment", "consistency",
+                   "--phases", "slow", "--trials", "6", "--delays", "0,1000",
+                   "--pairs", "ONE/ONE,QUORUM/QUORUM", "--out", str(out)])
+    assert rc == 0, capsys.readouterr()
+    rows = json.loads(out.read_text())["slow"]["rows"]
+    assert {(r["w"], r["r"], r["t_ms"]) for r in rows} == {
+        (w, w, t) for w in ("ONE", "QUORUM") for t in (0.0, 1000.0)}, rows
+    assert all(r["reads"] == 6 and r["failed"] == 0 for r in rows), rows  # every read answered
+    assert all(r["p_consistent"] == 1.0 for r in rows if r["w"] == "QUORUM"), rows  # R + W > N
 
 
 def _labkit(env: dict[str, str], *args: str, **kw) -> subprocess.CompletedProcess:

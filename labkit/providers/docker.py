@@ -21,7 +21,9 @@ then removes whatever carries the label, also after ``kill -9`` of the process t
 them (the state file may not list them; the label does). Nothing unlabelled is touched, and
 no image is ever removed.
 
-Cassandra has no image yet: asking for it on this provider is an error naming the fix.
+Cassandra's nodes (``labkit.providers.docker_cassandra``) run one image too; each publishes
+its CQL port on its own loopback address (127.0.0.N, as natively), and gossips with the
+others of its cluster on the lab's network.
 
 Why testcontainers and the Docker SDK rather than the ``docker`` CLI: the brief's choice
 (testcontainers creates the containers), and the SDK comes with it; reattaching from another
@@ -118,7 +120,7 @@ class DockerLab:
     def image(self, service: str) -> str:
         from labkit.providers import images
         with _PREPARE:
-            return images.image_for(self.client, service, say=_say)
+            return images.image_for(self.client, service, say=_say, config=self.config)
 
 
 def _say(line: str) -> None:
@@ -142,6 +144,10 @@ class DockerService:
 
     def container_command(self) -> list[str] | None:
         return None
+
+    def published(self) -> dict[str, tuple[str, int]]:
+        """{port inside: (host address, host port)}: the lab's port, on the host's loopback only."""
+        return {f"{self.container_port}/tcp": ("127.0.0.1", self.port)}  # type: ignore[attr-defined]
 
     @property
     def container_name(self) -> str:
@@ -187,7 +193,7 @@ class DockerService:
         tc = DockerContainer(image, docker_client_kw=engine, name=self.container_name,
                              env=self.container_env(), command=self.container_command())
         # with_bind_ports takes no host address; the Docker SDK's ports do: loopback only.
-        tc.ports[f"{self.container_port}/tcp"] = ("127.0.0.1", self.port)  # type: ignore[assignment]
+        tc.ports.update(self.published())  # type: ignore[arg-type]
         tc.with_kwargs(labels=self.docker.labels, network=self.docker.network,
                        hostname=self.name).start()
 
@@ -360,11 +366,6 @@ def rabbitmq(ctx: Any, saved: dict[str, Any] | None) -> DockerRabbitMQ:
     if saved is not None:
         mq.restore(saved)
     return mq
-
-
-NO_CASSANDRA = ("Cassandra cannot run on the docker provider yet (containers/cassandra/ has no "
-                "Dockerfile): bring the ring up on a native lab (provider = \"native\"), or "
-                "leave cassandra out of this one")
 
 
 # ------------------------------------------------------------------------------- janitor

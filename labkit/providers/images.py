@@ -18,26 +18,31 @@ may answer: ``debootstrap --variant=minbase bookworm`` into a temporary director
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from labkit._proc import ServiceError
 from labkit.services.templates import template_dir
 
 BASE = "debian:bookworm"
-#: The services that have a Dockerfile the provider can run (Cassandra's is to come).
-SERVICES = ("postgres", "memcached", "rabbitmq")
+#: The services that have a Dockerfile the provider can run.
+SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
 LABEL = "labkit.image"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
 def context_hash(service: str, base_id: str) -> str:
-    """The hash naming ``service``'s image: every file of its build context, and the base."""
+    """The hash naming ``service``'s image: every file of its template directory, and the base.
+
+    Cassandra's jars are not hashed: its ``pom.xml`` (in the directory) names the version they
+    are resolved for.
+    """
     h = hashlib.sha256(base_id.encode())
     root = template_dir(service)
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -97,10 +102,33 @@ def import_tree(client: Any, root: str, name: str) -> str:
     return client.images.get(name).id
 
 
+@contextlib.contextmanager
+def build_context(service: str, config: Any) -> Iterator[Path]:
+    """The directory ``service``'s image is built from: its template directory, and for Cassandra
+    a copy of it with the jars beside it (``lib/``).
+
+    The jars are the ones the native provider runs, resolved by Maven into the lab's cache
+    (``config.cache_dir``; once per version): a build needs no Maven of its own, and none that
+    trusts whatever certificate authority the machine's way to Maven Central needs.
+    """
+    if service != "cassandra":
+        yield template_dir(service)
+        return
+    from labkit.services.cassandra.jars import resolve_jars
+    lib = resolve_jars(config.cache_dir, mvn=config.mvn_bin)
+    with tempfile.TemporaryDirectory(prefix="labkit-image-cassandra-") as tmp:
+        ctx = Path(tmp) / "context"
+        shutil.copytree(template_dir(service), ctx,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(lib, ctx / "lib")
+        yield ctx
+
+
 def build(client: Any, service: str, base_id: str, say: Callable[[str], None] = print, *,
-          repo: str = "labkit", nocache: bool = False) -> str:
+          config: Any = None, repo: str = "labkit", nocache: bool = False) -> str:
     """The tag of ``service``'s image, built now unless one with its context hash exists.
 
+    ``config`` (a LabConfig; the default one if None) says where Cassandra's jars are cached.
     ``repo`` and ``nocache`` are for benchmarks/startup.py's cold builds (a tag of its own,
     every layer built again); the lab's images are ``labkit/<service>``.
     """
@@ -114,9 +142,13 @@ def build(client: Any, service: str, base_id: str, say: Callable[[str], None] = 
         pass
     t0 = time.monotonic()
     say(f"building {name} from {template_dir(service) / 'Dockerfile'}")
+    if config is None:
+        from labkit.config import LabConfig
+        config = LabConfig.load()
     try:
-        client.images.build(path=str(template_dir(service)), tag=name, network_mode="host",
-                            labels={LABEL: service}, rm=True, forcerm=True, nocache=nocache)
+        with build_context(service, config) as path:
+            client.images.build(path=str(path), tag=name, network_mode="host",
+                                labels={LABEL: service}, rm=True, forcerm=True, nocache=nocache)
     except docker.errors.BuildError as e:
         log = "".join(str(c.get("stream", c.get("error", ""))) for c in e.build_log)[-1500:]
         raise ServiceError(f"building {name} failed: {e.msg}\n{log}\nFix "
@@ -126,19 +158,20 @@ def build(client: Any, service: str, base_id: str, say: Callable[[str], None] = 
 
 
 def build_all(client: Any, services: tuple[str, ...] | list[str] = SERVICES,
-              say: Callable[[str], None] = print) -> dict[str, str]:
+              say: Callable[[str], None] = print, *, config: Any = None) -> dict[str, str]:
     """Every image asked for (the base first): ``{service: tag}``."""
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
         raise ServiceError(f"no image for {', '.join(unknown)}: the docker provider has images "
                            f"for {', '.join(SERVICES)}")
     base_id = base_image(client, say)
-    return {s: build(client, s, base_id, say) for s in services}
+    return {s: build(client, s, base_id, say, config=config) for s in services}
 
 
-def image_for(client: Any, service: str, say: Callable[[str], None] = print) -> str:
+def image_for(client: Any, service: str, say: Callable[[str], None] = print, *,
+              config: Any = None) -> str:
     """The tag of ``service``'s image, building it (and the base) when missing."""
-    return build_all(client, [service], say)[service]
+    return build_all(client, [service], say, config=config)[service]
 
 
 def built(client: Any) -> dict[str, list[str]]:

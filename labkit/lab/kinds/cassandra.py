@@ -9,12 +9,12 @@ addresses and data (``FIRST_HOST``). ``lab.cassandra`` is the topology asked for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from labkit._proc import ServiceError, new_password
 from labkit.config import CASSANDRA_TOPOLOGIES
 from labkit.lab.kinds.base import BuildContext, ServiceKind
-from labkit.providers import docker, external
+from labkit.providers import docker_cassandra, external
 from labkit.services.cassandra import Cassandra, CassandraCredentials
 
 Topologies = dict[str, Cassandra]
@@ -42,19 +42,29 @@ class CassandraKind(ServiceKind):
             return {}
         return {saved["topology"]: saved} if "topology" in saved else dict(saved)
 
-    def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
-        cfg, creds = ctx.config, self.credentials(ctx)
-        out = {t: Cassandra.from_state(s, credentials=creds)
-               for t, s in self.saved_topologies(saved).items()}
+    def _topologies(self, ctx: BuildContext, saved: dict[str, Any] | None,
+                    restore: Callable[[dict[str, Any]], Cassandra],
+                    new: Callable[[str], Cassandra]) -> Topologies:
+        """The topologies the lab runs (``restore``d), and the one this ``up`` asks for (``new``)."""
+        cfg = ctx.config
+        out = {t: restore(s) for t, s in self.saved_topologies(saved).items()}
         if cfg.cassandra and cfg.cassandra not in out and not ctx.attaching:
-            out[cfg.cassandra] = Cassandra(
-                cfg.lab_dir, cfg.cassandra, cache_dir=cfg.cache_dir,
-                heap_mb=cfg.cassandra_heap_mb, java=cfg.java_bin, mvn=cfg.mvn_bin,
-                user=ctx.user, start_timeout_s=cfg.startup_timeout_s, credentials=creds)
+            out[cfg.cassandra] = new(cfg.cassandra)
         return out
 
-    def docker(self, ctx: BuildContext, saved: Any) -> Topologies:
-        raise ServiceError(docker.NO_CASSANDRA)
+    def native(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
+        cfg, creds = ctx.config, self.credentials(ctx)
+        return self._topologies(
+            ctx, saved, lambda s: Cassandra.from_state(s, credentials=creds),
+            lambda t: Cassandra(cfg.lab_dir, t, cache_dir=cfg.cache_dir,
+                                heap_mb=cfg.cassandra_heap_mb, java=cfg.java_bin,
+                                mvn=cfg.mvn_bin, user=ctx.user,
+                                start_timeout_s=cfg.startup_timeout_s, credentials=creds))
+
+    def docker(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
+        creds = self.credentials(ctx)
+        return self._topologies(ctx, saved, lambda s: docker_cassandra.restore(ctx, s, creds),
+                                lambda t: docker_cassandra.cassandra(ctx, t, creds))
 
     def external(self, ctx: BuildContext, saved: dict[str, Any] | None) -> Topologies:
         wanted = [*self.saved_topologies(saved), "" if ctx.attaching else ctx.config.cassandra]

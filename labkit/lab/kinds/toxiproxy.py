@@ -33,6 +33,10 @@ class ToxiproxyKind(ServiceKind):
         return RegionNetwork(toxi, regions, listen, delay_ms=cfg.region_delay_ms,
                              local_delay_ms=cfg.local_delay_ms)
 
+    # On docker the links stay a process of the host's, proxying to the ports the regions'
+    # containers publish on loopback.
+    docker = native
+
     def members(self, network: RegionNetwork) -> list[Any]:
         return [network] if network else []
 

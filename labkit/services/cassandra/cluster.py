@@ -31,6 +31,9 @@ class CassandraCluster(ServiceGroup):
         ...     ring.connect().execute("SELECT release_version FROM system.local").one()
     """
 
+    #: The class of its nodes (a provider's own, e.g. ``DockerCassandraNode``).
+    node_class: type[CassandraNode] = CassandraNode
+
     def __init__(
         self,
         cluster_dir: Path,
@@ -48,7 +51,9 @@ class CassandraCluster(ServiceGroup):
         user: str | None = None,
         timeout_s: float = 180.0,
         credentials: CassandraCredentials | None = None,
+        node_options: dict[str, Any] | None = None,
     ) -> None:
+        """``node_options``: more keyword arguments for each new node (a provider's own)."""
         self.cluster_dir = Path(cluster_dir)
         self.dc = dc
         self.cluster_name = cluster_name
@@ -61,12 +66,13 @@ class CassandraCluster(ServiceGroup):
             raise ValueError("a Cassandra cluster needs at least one node")
         hosts = [f"127.0.0.{first_host + i}" for i in range(nodes)]
         self.nodes = [
-            CassandraNode(
+            self.node_class(
                 self.cluster_dir / f"node{i + 1}", cluster_name=cluster_name, dc=dc,
                 rack=f"rack{i + 1}", host=host, initial_token=token, lib_dir=lib_dir,
                 heap_mb=heap_mb, java=java, ring_delay_ms=ring_delay_ms,
                 container_dir=container_dir, extra_jvm_opts=extra_jvm_opts, user=user,
                 timeout_s=timeout_s, credentials=self.credentials, ring_size=nodes,
+                **(node_options or {}),
             )
             for i, (host, token) in enumerate(zip(hosts, _murmur3_tokens(nodes)))
         ]
@@ -199,7 +205,7 @@ class CassandraCluster(ServiceGroup):
 
     @classmethod
     def from_state(cls, d: dict[str, Any], *, credentials: CassandraCredentials) -> "CassandraCluster":
-        nodes = [CassandraNode.from_state(n, credentials=credentials) for n in d["nodes"]]
+        nodes = [cls.node_class.from_state(n, credentials=credentials) for n in d["nodes"]]
         for n in nodes:
             n.expect_peers = len(nodes) - 1
         return cls(Path(d["cluster_dir"]), lib_dir=nodes[0].lib_dir, nodes=nodes, dc=d["dc"],

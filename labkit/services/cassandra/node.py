@@ -26,15 +26,6 @@ __all__ = ["CassandraNode"]
 # In a node's directory once the lab's superuser has replaced the default one on its cluster.
 SECURED_MARKER = "lab-superuser"
 
-_TOOLS_LOGBACK = """<configuration>
-  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
-    <target>System.err</target>
-    <encoder><pattern>%-5level %msg%n</pattern></encoder>
-  </appender>
-  <root level="WARN"><appender-ref ref="STDERR"/></root>
-</configuration>
-"""
-
 
 def _previous_port(node_dir: Path, key: str, host: str) -> int:
     """The port ``key`` had in this node's last ``cassandra.yaml``, if it is free now; else 0.
@@ -152,9 +143,14 @@ class CassandraNode(NativeService):
         return self.container_dir or template_dir("cassandra")
 
     @property
+    def run_dir(self) -> Path:
+        """The node's directory as its JVM sees it (the docker provider's is in the container)."""
+        return self.workdir
+
+    @property
     def jmx_password_file(self) -> Path:
         """``<user> <password>``, read by the JVM's JMX authenticator and by nodetool ``-pwf``."""
-        return self.workdir / "conf" / "jmxremote.password"
+        return self.run_dir / "conf" / "jmxremote.password"
 
     @property
     def secured(self) -> bool:
@@ -211,27 +207,41 @@ class CassandraNode(NativeService):
         for sub in ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "system",
                     "logs", "tmp", "fql", "triggers"):
             (nd / sub).mkdir(parents=True, exist_ok=True)
+        (nd / "conf" / "cassandra.yaml").write_text(self.render_yaml())
+        (nd / "conf" / "cassandra-rackdc.properties").write_text(self.rackdc())
+        shutil.copyfile(self.templates / "logback.xml", nd / "conf" / "logback.xml")
+        # nodetool's logging (warnings to stderr): the lab's own, whatever the templates.
+        shutil.copyfile(template_dir("cassandra") / "logback-tools.xml",
+                        nd / "conf" / "logback-tools.xml")
+        # JMX logins: read-only files of the server account (own() hands them over after this).
+        creds = self.credentials
+        write_secret(self.jmx_password_file, f"{creds.user} {creds.jmx_password}\n")
+        write_secret(nd / "conf" / "jmxremote.access", f"{creds.user} readwrite\n")
+
+    def render_yaml(self) -> str:
+        """This node's ``cassandra.yaml``, from the template (paths as the JVM sees them)."""
         template = string.Template((self.templates / "cassandra.yaml").read_text())
-        yaml = template.substitute(
+        return template.substitute(
             cluster_name=self.cluster_name,
             initial_token=self.initial_token,
             host=self.host,
             storage_port=self.storage_port,
             native_port=self.native_port,
             seeds=",".join(self.seeds),
-            node_dir=nd,
+            node_dir=self.run_dir,
             memtable_mb=max(16, self.heap_mb // 8),
         )
-        (nd / "conf" / "cassandra.yaml").write_text(yaml)
-        (nd / "conf" / "cassandra-rackdc.properties").write_text(
-            f"dc={self.dc}\nrack={self.rack}\n"
-        )
-        shutil.copyfile(self.templates / "logback.xml", nd / "conf" / "logback.xml")
-        (nd / "conf" / "logback-tools.xml").write_text(_TOOLS_LOGBACK)
-        # JMX logins: read-only files of the server account (own() hands them over after this).
-        creds = self.credentials
-        write_secret(self.jmx_password_file, f"{creds.user} {creds.jmx_password}\n")
-        write_secret(nd / "conf" / "jmxremote.access", f"{creds.user} readwrite\n")
+
+    def rackdc(self) -> str:
+        """``cassandra-rackdc.properties``: where the snitch places this node."""
+        return f"dc={self.dc}\nrack={self.rack}\n"
+
+    def jamm_jar(self) -> Path:
+        """The jamm agent (``-javaagent``): Cassandra measures its objects' sizes with it."""
+        jamm = sorted(self.lib_dir.glob("jamm-*.jar"))
+        if not jamm:
+            raise CassandraError(f"no jamm-*.jar in {self.lib_dir}; re-resolve the jars (delete {self.lib_dir.parent}).")
+        return jamm[-1]
 
     def _jvm_options(self) -> list[str]:
         opts = []
@@ -243,16 +253,13 @@ class CassandraNode(NativeService):
 
     def command(self) -> list[str]:
         """The full ``java ...`` command line that runs this node."""
-        nd = self.workdir
-        jamm = sorted(self.lib_dir.glob("jamm-*.jar"))
-        if not jamm:
-            raise CassandraError(f"no jamm-*.jar in {self.lib_dir}; re-resolve the jars (delete {self.lib_dir.parent}).")
+        nd = self.run_dir
         return [
             self.java,
             *self._jvm_options(),
             f"-Xms{self.heap_mb}M",
             f"-Xmx{self.heap_mb}M",
-            f"-javaagent:{jamm[-1]}",
+            f"-javaagent:{self.jamm_jar()}",
             f"-XX:HeapDumpPath={nd / 'logs'}",
             # What cassandra-env.sh asks for: a JVM past OOM may corrupt data, so it exits.
             "-XX:+ExitOnOutOfMemoryError",
@@ -391,7 +398,7 @@ class CassandraNode(NativeService):
             "-XX:+UseSerialGC",
             "-XX:TieredStopAtLevel=1",
             "-Xshare:auto",
-            f"-Dlogback.configurationFile={self.workdir / 'conf' / 'logback-tools.xml'}",
+            f"-Dlogback.configurationFile={self.run_dir / 'conf' / 'logback-tools.xml'}",
             f"-Duser.home={tempfile.gettempdir()}",
             "-Dcassandra.config=file:///dev/null",
             # The server's JPMS exports/opens serve the tools too (as jvm17-clients.options).

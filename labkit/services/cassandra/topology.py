@@ -48,6 +48,10 @@ class Cassandra(ServiceGroup):
     """
 
     kind = "cassandra"
+    #: The class of its clusters (a provider's own, e.g. ``DockerCassandraCluster``).
+    cluster_class: type[CassandraCluster] = CassandraCluster
+    #: More keyword arguments for each new node (a provider's own).
+    node_options: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -144,10 +148,14 @@ class Cassandra(ServiceGroup):
 
     # -- lifecycle ---------------------------------------------------------
 
-    def _build(self) -> None:
+    def lib_dir(self) -> Path:
+        """Cassandra's jars, as the nodes' JVMs see them: resolved by Maven (once) and Java checked."""
         check_java(self.java)
         lib = resolve_jars(self.cache_dir, mvn=self.mvn, maven_settings=self.maven_settings)
-        lib = readable_jars(lib, self.lab_dir, self.user)
+        return readable_jars(lib, self.lab_dir, self.user)
+
+    def _build(self) -> None:
+        lib = self.lib_dir()
         first_host = FIRST_HOST[self.topology]
         jvm_opts = list(self.extra_jvm_opts)
         if self.quick_start:
@@ -157,7 +165,7 @@ class Cassandra(ServiceGroup):
             jvm_opts.append("-XX:TieredStopAtLevel=1")
         for region, n in TOPOLOGIES[self.topology].items():
             n = self.nodes_per_region or n
-            self.clusters[region] = CassandraCluster(
+            self.clusters[region] = self.cluster_class(
                 self.data_dir / region,
                 lib_dir=lib,
                 nodes=n,
@@ -172,6 +180,7 @@ class Cassandra(ServiceGroup):
                 user=self.user,
                 timeout_s=self.start_timeout_s,
                 credentials=self.credentials,
+                node_options=self.node_options,
             )
             first_host += n
 
@@ -250,7 +259,7 @@ class Cassandra(ServiceGroup):
             quick_start=d.get("quick_start", True),
             user=d.get("user"),
             credentials=credentials,
-            _clusters={r: CassandraCluster.from_state(c, credentials=credentials)
+            _clusters={r: cls.cluster_class.from_state(c, credentials=credentials)
                        for r, c in d["clusters"].items()},
         )
 
