@@ -97,3 +97,19 @@ def test_experiments_without_cassandra_run_first():
     """A Cassandra node that fails to start must not fail the experiments that need none."""
     order = sorted(REGISTRY, key=lambda n: report._needs_cassandra(REGISTRY[n]))
     assert order[:2] == ["herd", "canary"] and set(order[2:]) == {"consistency", "akkio", "chaos"}
+
+
+def test_no_experiment_writes_into_the_working_directory_unasked() -> None:
+    """`labkit report` runs every experiment wherever it is run: no option may default to a
+    relative path (chaos's --out once left chaos.json, .png and .history.jsonl in the
+    directory the report was run from). Without --out, results go to the lab's directory."""
+    import argparse
+    import importlib
+
+    for name, module_name in REGISTRY.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module_name).add_arguments(parser)
+        relative = {a.dest: a.default for a in parser._actions
+                    if isinstance(a.default, (str, Path)) and a.dest in ("out", "output")
+                    or isinstance(a.default, Path) and not a.default.is_absolute()}
+        assert not relative, f"{name}: {relative}"

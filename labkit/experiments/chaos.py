@@ -24,6 +24,7 @@ from typing import Any
 
 from labkit.chaos import checkers, load, nemesis, report
 from labkit.chaos.history import History
+from labkit.experiments.results import result_path
 from labkit.experiments.results import save as save_results
 
 DEFAULT_STALE_BOUND_S = 5.0
@@ -123,8 +124,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, from {', '.join(nemesis.FAULTS)}; or all, or none")
     p.add_argument("--hold-s", type=float, default=5.0, help="how long each fault lasts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("chaos.json"),
-                   help="results as JSON; the plot (.png) and history (.history.jsonl) beside")
+    p.add_argument("--out", type=Path,
+                   help="results as JSON; the plot (.png) and history (.history.jsonl) beside "
+                        "(default: beside the lab's saved results, <lab_dir>/results/chaos.*)")
     p.set_defaults(cassandra="ring")  # the lab it needs: the feeds live on the ring
 
 
@@ -144,7 +146,7 @@ def check_args(args: argparse.Namespace) -> str | None:
         nemesis.schedule(faults, args.duration, hold_s=args.hold_s)
     except ValueError as e:
         return f"--duration/--faults: {e}"
-    if args.out.suffix != ".json":
+    if args.out is not None and args.out.suffix != ".json":
         return f"--out {args.out}: give a .json path (the .png and .history.jsonl go beside)"
     return None
 
@@ -184,8 +186,10 @@ def run_cli(args: argparse.Namespace, lab: Any) -> int:
                           faults=nemesis.parse_faults(args.faults), hold_s=args.hold_s,
                           seed=args.seed)
     print(table(result))
-    paths = write(result, history, args.out)
+    # Never into the working directory unasked (`labkit report` runs this wherever it is run).
+    paths = write(result, history, args.out or result_path(lab.config.lab_dir, "chaos"))
     print("written: " + ", ".join(str(p) for p in paths))
+    # The lab's saved results (the report reads them): with no --out, over the plain JSON above.
     save_results(argparse.Namespace(**{**vars(args), "out": None}), lab, "chaos", result,
-                 started_s=started_s)  # --out is written above, with its plot and history
+                 started_s=started_s)
     return 0
