@@ -205,11 +205,17 @@ def test_the_wheel_runs_a_lab_outside_the_checkout(tmp_path: Path, fresh_lab_dir
     # lock as constraints, without its hashes (they would ask for every dependency in a
     # requirements file, extras included).
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
     pins = re.sub(r"\s*\\\n\s*--hash=\S+", "", LOCK.read_text())
     (tmp_path / "constraints.txt").write_text(pins)
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-          "--disable-pip-version-check", "-c", str(tmp_path / "constraints.txt"), str(wheel)])
+    install = ["install", "-q", "-c", str(tmp_path / "constraints.txt"), str(wheel)]
+    uv = Path(sys.executable).parent / "uv"  # bootstrap.sh installs the lock with it
+    if uv.exists():  # the same install from uv's cache: about a minute less in CI
+        _run([str(uv), "venv", "-q", "--python", sys.executable, str(venv)])
+        _run([str(uv), "pip", *install, "--python", str(venv / "bin" / "python")])
+    else:
+        _run([sys.executable, "-m", "venv", str(venv)])
+        _run([str(venv / "bin" / "python"), "-m", "pip", *install,
+              "--disable-pip-version-check"])
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
