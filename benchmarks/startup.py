@@ -123,11 +123,11 @@ def ring_times(provider: str, runs: int) -> dict[str, list[float]]:
                 t0 = time.perf_counter()
                 lab = lk.Lab.up(cfg, progress=False)
                 out[what].append(time.perf_counter() - t0)
-                lab.down()
-            lk.Lab(cfg).down(purge=True)
+                lab.down(progress=False)
+            lk.Lab(cfg).down(purge=True, progress=False)
     finally:
         for d in base.iterdir():
-            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True)
+            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True, progress=False)
         shutil.rmtree(base, ignore_errors=True)
     return out
 
@@ -154,14 +154,14 @@ def run_provider(provider: str, runs: int) -> float:
             t0 = time.perf_counter()
             lk.Lab.up(cfg, progress=False)
             reattach.append(time.perf_counter() - t0)
-            lab.down()
+            lab.down(progress=False)
             t0 = time.perf_counter()
             lk.Lab.up(cfg, progress=False)
             warm.append(time.perf_counter() - t0)
-            lk.Lab(cfg).down(purge=True)
+            lk.Lab(cfg).down(purge=True, progress=False)
     finally:
         for d in base.iterdir():
-            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True)
+            lk.Lab(LabConfig.load(lab_dir=d, provider=provider)).down(purge=True, progress=False)
         shutil.rmtree(base, ignore_errors=True)
 
     med = statistics.median
