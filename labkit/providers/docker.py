@@ -203,6 +203,24 @@ class DockerService:
             raise ServiceError(f"container {self.container_name} is {status}")
         return self.ready()
 
+    def run_inside(self, cmd: list[str], *, what: str, user: str = "",
+                   error: type[ServiceError] = ServiceError) -> str:
+        """Run ``cmd`` in the running container (``docker exec``); its stdout.
+
+        Fails, naming ``what`` and the command's output, when the container is not running or
+        the command exits non-zero (raised as ``error``).
+        """
+        c = self.container()
+        if c is None or c.status != "running":
+            raise error(f"{self.name} is not running ({self._status()}): start it first "
+                        "(`labkit up`)")
+        code, out = c.exec_run(cmd, user=user, demux=True)
+        stdout, stderr = (b.decode(errors="replace") if b else "" for b in out)
+        if code != 0:
+            raise error(f"{what} on {self.name} failed (exit {code}): "
+                        f"{(stderr or stdout).strip()[-2000:]}")
+        return stdout
+
     def stop(self) -> None:
         """``docker stop``: the container and its data stay (``labkit down`` removes them)."""
         c = self.container()
@@ -318,16 +336,8 @@ class DockerRabbitMQ(DockerService, RabbitMQ):
 
     def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
         """``rabbitmqctl ARGS`` inside the container (its node name and cookie are there)."""
-        c = self.container()
-        if c is None or c.status != "running":
-            raise ServiceError(f"{self.name} is not running ({self._status()}): `labkit up`")
-        code, out = c.exec_run(["rabbitmqctl", "--timeout", str(int(timeout_s)), *args],
-                               user="rabbitmq", demux=True)
-        stdout, stderr = (b.decode(errors="replace") if b else "" for b in out)
-        if code != 0:
-            raise ServiceError(f"rabbitmqctl {' '.join(args)} (rabbitmq) failed ({code}): "
-                               f"{(stderr or stdout).strip()[-500:]}")
-        return stdout
+        return self.run_inside(["rabbitmqctl", "--timeout", str(int(timeout_s)), *args],
+                               what=f"rabbitmqctl {' '.join(args)}", user="rabbitmq")
 
 
 # ------------------------------------------------------------------------------- builders

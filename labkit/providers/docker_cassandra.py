@@ -105,16 +105,8 @@ class DockerCassandraNode(DockerService, CassandraNode):
 
     def nodetool(self, *args: str, timeout_s: float = 120) -> str:
         """``nodetool ARGS`` in the container, over its local JMX, logged in."""
-        c = self.container()
-        if c is None or c.status != "running":
-            raise CassandraError(f"Cassandra node {self.name} is not running ({self._status()}); "
-                                 "start it first.")
-        code, out = c.exec_run(self.nodetool_command(*args), demux=True)
-        stdout, stderr = (b.decode(errors="replace") if b else "" for b in out)
-        if code != 0:
-            raise CassandraError(f"nodetool {' '.join(args)} on {self.name} failed (exit {code}):"
-                                 f"\n{(stdout + stderr).strip()[-2000:]}")
-        return stdout
+        return self.run_inside(self.nodetool_command(*args), what=f"nodetool {' '.join(args)}",
+                               error=CassandraError)
 
     def rss_bytes(self) -> int:
         """The container's memory in use now (0 when it is not running)."""
