@@ -203,23 +203,30 @@ def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
             pass
 
 
-def spawn(name: str, cmd: list[str], *, cwd: Path, log_path: Path, user: str | None,
-          env: Mapping[str, str] | None = None) -> Proc:
-    """Start ``cmd`` as a detached server (own session, stdout/stderr to ``log_path``).
+def process_env(name: str, cwd: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a server process of ours (nothing inherited but ``PATH``).
 
-    When ``cwd`` is inside a lab directory, the process carries that lab's marker
-    (``LABKIT_LAB_ID``) so ``down`` finds it, and anything it starts, even after a crash.
+    Its name and directory, and when ``cwd`` is inside a lab directory that lab's marker
+    (``LABKIT_LAB_ID``), so ``down`` finds it, and anything it starts, even after a crash.
     """
     from labkit._labdir import find_lab  # (_labdir imports this module)
-    exe = cmd[0]
-    if not (Path(exe).exists() or shutil.which(exe)):
-        raise ServiceError(f"{exe} not found; {install_hint(name)}")
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                 "LC_ALL": "C.UTF-8", SERVER_DIR_ENV: str(cwd.resolve()), PROCESS_ENV: name,
                 **(env or {})}
     lab = find_lab(cwd)
     if lab is not None:
         full_env[LAB_ID_ENV] = lab[1].lab_id
+    return full_env
+
+
+def spawn(name: str, cmd: list[str], *, cwd: Path, log_path: Path, user: str | None,
+          env: Mapping[str, str] | None = None) -> Proc:
+    """Start ``cmd`` as a detached server (own session, stdout/stderr to ``log_path``), in
+    the environment of ``process_env``."""
+    exe = cmd[0]
+    if not (Path(exe).exists() or shutil.which(exe)):
+        raise ServiceError(f"{exe} not found; {install_hint(name)}")
+    full_env = process_env(name, cwd, env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         own(log_path, user)

@@ -431,8 +431,9 @@ def _add_grading_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_images_build(args: argparse.Namespace) -> int:
     """Build the docker provider's images that are missing (the base too); reuse the rest."""
     from labkit.providers import docker, images
-    cfg = _config(args)
     wanted = tuple(args.services.split(",")) if args.services else images.SERVICES
+    args.services = None  # images, not the lab's servers: not a setting of the config
+    cfg = _config(args)
     t0 = time.monotonic()
     built = images.build_all(docker.client(cfg.docker_host), wanted, config=cfg)
     for service, tag in built.items():
@@ -445,7 +446,9 @@ def _add_images_parsers(sub: Any) -> None:
     p = sub.add_parser("images", help="the docker provider's images (built here, by content hash)")
     actions = p.add_subparsers(dest="action", required=True)
     b = actions.add_parser("build", help="build the missing images (and the debian:bookworm base)")
-    b.add_argument("--services", help="comma-separated (default: every image)")
+    from labkit.providers.images import SERVICES
+    b.add_argument("--services", help=f"comma-separated, from {','.join(SERVICES)} "
+                                      "(default: every image)")
     b.set_defaults(func=cmd_images_build)
 
 

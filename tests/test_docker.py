@@ -24,6 +24,7 @@ from pymemcache.client.base import Client
 
 import labkit as lk
 from labkit._labdir import make_temp, read_marker
+from labkit._proc import ServiceError, wait_ready
 from labkit.config import LabConfig
 from labkit import cli, providers
 from labkit.providers import docker as dockerp
@@ -165,6 +166,53 @@ def test_the_herd_experiment_runs_on_docker_and_leases_stop_the_herd(dlab, tmp_p
     assert all(r["errors"] == 0 for r in rows.values()), rows
     assert rows["meta"]["queries"] == [1, 1], rows["meta"]  # one refill per expiry, leased
     assert max(rows["none"]["queries"]) > 1, rows["none"]   # the herd: several refills at once
+
+
+def _app_containers(client, lab_dir) -> dict[int, str]:
+    """{host pid of its process: name} of the lab's running containers of the app image."""
+    found = {}
+    for c in client.api.containers(filters=_lab_filter(lab_dir)):
+        if c["Image"].startswith("labkit/app:"):
+            found[client.api.inspect_container(c["Id"])["State"]["Pid"]] = c["Names"][0]
+    return found
+
+
+def test_the_backend_runs_in_app_containers_and_its_faults_act_there(dlab, client):
+    """The backend's own processes (web tier, Celery workers, invalidation service) run in
+    containers of the app image under docker, each with the pid the host sees: `labkit status`
+    checks them, the nemesis kills a worker and a gunicorn worker and stops the invalidation
+    service there, and the checkers find nothing lost; stop removes the containers."""
+    from labkit.backend.stack import Backend
+    from labkit.experiments import chaos
+    lab_dir = dlab.config.lab_dir
+    lab = lk.up(lab_dir=lab_dir, provider="docker", services=("cassandra",), cassandra="ring")
+    backend = Backend(lab, name="indocker", users=60, web_workers=2, celery_workers=2)
+    try:
+        backend.start()
+        helpers = [*backend.web.procs, *backend.workers.procs, *backend.invalidation.procs]
+        running = _app_containers(client, lab_dir)
+        assert sorted(running) == sorted(p.pid for p in helpers), (running, helpers)
+        health = {row["kind"]: row for row in lab.helper_health()}
+        assert all(health[k]["ok"] for k in ("web", "celery", "invalidation")), health
+        assert backend.web.get("/healthz")[0] == 200
+        first_worker = backend.workers.procs[0].pid
+        result, history = chaos.run(
+            lab, duration_s=14, rate_per_s=8, hold_s=1.5, backend=backend,
+            faults=["celery-kill", "gunicorn-kill", "invalidation-stop"])
+        assert result["nemesis_errors"] == []
+        verdicts = {v["name"]: v for v in result["checkers"]}
+        for name in ("likes", "notifications", "feeds"):
+            assert verdicts[name]["ok"], (name, verdicts[name]["violations"][:3])
+        assert len(history.acknowledged("like")) > 0
+        # the killed worker and the stopped service came back, in new containers
+        now = _app_containers(client, lab_dir)
+        assert first_worker not in now and backend.workers.procs[0].pid in now, now
+        assert backend.invalidation.procs[0].pid in now
+    finally:
+        backend.stop()
+    # each process has ended; the engine removes its container (auto_remove) right after
+    wait_ready("the app containers removed", lambda: not _app_containers(client, lab_dir),
+               timeout_s=30)
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +371,49 @@ def test_an_image_is_named_by_its_build_context_and_base(tmp_path, monkeypatch):
     assert images.tag("memcached", "sha256:base1") != first  # so does an edited Dockerfile
     (tmp_path / "memcached" / "extra.conf").write_text("x")
     assert len({first, images.tag("memcached", "sha256:base1")}) == 2
+
+
+def test_the_app_image_holds_the_processes_packages_at_the_versions_here(monkeypatch):
+    """What the app image copies: the closure of labkit's dependencies and its backend extra at
+    the installed versions, without labkit (mounted) and the host-only packages; another
+    version of any of them names another image."""
+    import importlib.metadata as md
+    from labkit.providers import app_image, images
+    pins = app_image.pins()
+    names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
+    assert {"django", "gunicorn", "celery", "kombu", "psycopg", "psycopg-binary",
+            "cassandra-driver", "pymemcache", "meta-memcache", "psutil", "pydantic"} <= names
+    assert not names & ({"labkit"} | app_image.HOST_ONLY), names
+    assert f"Django=={md.version('django')}" in pins
+    base = images.tag("app", "sha256:base1")
+    monkeypatch.setattr(app_image, "pins", lambda: [*pins[:-1], pins[-1] + ".post1"])
+    assert images.tag("app", "sha256:base1") != base
+
+
+def test_the_app_launcher_runs_only_the_labs_python_processes_on_python_3_11(tmp_path,
+                                                                              monkeypatch):
+    """Refusals before any engine is asked, each naming the fix."""
+    from labkit.providers import app_image
+    launch = app_image.AppContainers(docker=None)
+    with pytest.raises(ServiceError, match="only the lab's Python processes"):
+        launch("memcached", ["/usr/bin/memcached"], cwd=tmp_path, log_path=tmp_path / "m.log",
+               user=None)
+    with pytest.raises(ServiceError, match="as the user that starts them"):
+        launch("web", [sys.executable], cwd=tmp_path, log_path=tmp_path / "w.log", user="nobody")
+    monkeypatch.setattr(app_image, "PYTHON", (3, 12))
+    with pytest.raises(ServiceError, match="Run labkit on Python 3.11"):
+        app_image.site_packages(tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_backend_asks_for_containers_only_where_the_provider_has_them(lab):
+    """Natively the backend's processes are the host's; asking for containers there is an
+    error that names the provider to use."""
+    from labkit.backend.stack import Backend
+    assert Backend(lab).launcher is None
+    assert Backend(lab, containers=False).launcher is None
+    with pytest.raises(ServiceError, match='provider="docker"'):
+        Backend(lab, containers=True)
 
 
 

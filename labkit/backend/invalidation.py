@@ -40,7 +40,6 @@ from typing import Any, Iterable, Sequence
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from labkit._proc import spawn
 from labkit.backend.cache import cache_key, connect_cache, delete_prefix
 from labkit.services.base import HelperService, StopSignal
 
@@ -251,8 +250,7 @@ class InvalidationService(HelperService):
             cmd += ["--memcached", f"{host}:{port}"]
         # The password travels in the environment (libpq reads PGPASSWORD), not on `ps`.
         env = {"PGPASSWORD": password} if password else {}
-        self.procs.append(spawn(f"invalidation-{self.slot}", cmd, cwd=self.workdir,
-                                log_path=self.log_path, user=None, env=env))
+        self.procs.append(self.spawn_process(f"invalidation-{self.slot}", cmd, env=env))
 
     def ready(self) -> bool:
         """The process is connected to the database and about to read its slot."""

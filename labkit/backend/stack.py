@@ -19,6 +19,11 @@ ring (notebook 09), and starts four helper processes, each recorded in the lab's
   (like counts and feed pages) through it, so the nemesis can cut exactly that client off
   (``client-cut``); the invalidation service and the workers reach Memcached directly.
 
+Under the docker provider the web tier, the workers and the invalidation service run in
+containers of the ``app`` image (``labkit.providers.app_image``: host network and pid namespace,
+so their addresses, pids and faults are as natively); Toxiproxy stays on the host, as for the
+servers. ``containers=False`` keeps them on the host; ``True`` on another provider is an error.
+
 Names: database ``<name>``, cache key prefix ``<name>`` (``<name>:likes:<media_id>``), feed
 page prefix ``<name>-feed``, keyspace ``<name>_feeds``, task queue ``<name>-tasks``.
 
@@ -64,13 +69,21 @@ class Backend:
     """Web, invalidation, workers and data of one backend on ``lab`` (see the module doc).
 
     ``users`` sizes the generated graph; ``web_workers`` gunicorn workers,
-    ``celery_workers`` worker processes (one task at a time each).
+    ``celery_workers`` worker processes (one task at a time each). ``containers``: run those
+    processes where the lab's provider runs its own (None: its choice; the module doc).
     """
 
     def __init__(self, lab: Any, *, name: str = "chaos", users: int = 300,
-                 web_workers: int = 3, celery_workers: int = 2, seed: int = 42) -> None:
+                 web_workers: int = 3, celery_workers: int = 2, seed: int = 42,
+                 containers: bool | None = None) -> None:
         if not name.isidentifier() or not name.islower():
             raise ValueError(f"name={name!r}: use lower-case letters, digits and _")
+        launcher = lab.provider.launcher(lab.config) if containers is not False else None
+        if containers and launcher is None:
+            raise ServiceError(f"containers=True: the {lab.provider.name} provider runs no "
+                               "processes in containers; start the lab with provider=\"docker\" "
+                               "(`labkit up --provider docker`), or leave containers unset")
+        self.launcher = launcher
         self.lab, self.name, self.users, self.seed = lab, name, users, seed
         self.web_workers, self.celery_workers = web_workers, celery_workers
         self.dbname = self.prefix = name
@@ -122,6 +135,8 @@ class Backend:
             cassandra_feeds={**feed_config.to_dict(), "cache_servers": via_link},
             cache={"servers": via_link, "prefix": self.prefix, "lease": "meta"})
         self.web = WebServer(self.workdir / "web", web_config, workers=self.web_workers)
+        for helper in (self.invalidation, self.workers, self.web):
+            helper.launcher = self.launcher
         with ThreadPoolExecutor(3) as pool:  # independent processes: start them together
             for started in [pool.submit(h.start) for h in (self.invalidation, self.workers,
                                                             self.web)]:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit._proc import BackgroundLoop, ServiceError, spawn, wait_ready
+from labkit._proc import BackgroundLoop, ServiceError, wait_ready
 from labkit.backend.tasks import declare_queues, make_app, queue_depth
 from labkit.services.base import HelperService
 
@@ -90,10 +90,10 @@ class CeleryWorkers(HelperService):
             self.procs.append(self._spawn(i))
 
     def _spawn(self, i: int):
-        return spawn(f"celery-{self.queue}-{i}",
-                     [self.python, "-m", "labkit.backend.workers", str(self.config_path),
-                      f"--hostname={self.queue}-{i}@labkit"],
-                     cwd=self.workdir, log_path=self.workdir / f"worker-{i}.log", user=None)
+        return self.spawn_process(f"celery-{self.queue}-{i}",
+                                  [self.python, "-m", "labkit.backend.workers",
+                                   str(self.config_path), f"--hostname={self.queue}-{i}@labkit"],
+                                  log_path=self.workdir / f"worker-{i}.log")
 
     def ready(self) -> bool:
         """Every worker answers a ping sent through the broker."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 from labkit.config import LabConfig
 
@@ -32,6 +32,11 @@ class Provider:
     def check(self, config: LabConfig) -> Verdict:
         """Can this provider run the configured lab here? (``labkit doctor``)."""
         raise NotImplementedError
+
+    def launcher(self, config: LabConfig) -> Callable[..., Any] | None:
+        """Where the lab's own processes (the backend's web tier, workers, invalidation service)
+        run: a callable like ``labkit._proc.spawn``, or None for ``spawn`` itself (the host)."""
+        return None
 
     def sweep(self, config: LabConfig) -> list[str]:
         """At ``down``: remove what the provider made for this lab beyond its servers' processes

@@ -122,6 +122,29 @@ class DockerLab:
         with _PREPARE:
             return images.image_for(self.client, service, say=_say, config=self.config)
 
+    def run(self, image_service: str, name: str, *, command: list[str] | None,
+            env: dict[str, str], ports: dict[str, tuple[str, int]] | None = None,
+            mounts: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> Any:
+        """Start container ``name`` of the lab from ``image_service``'s image (built if missing)
+        with testcontainers, labelled with the lab; the Docker SDK's container.
+
+        ``ports``: {port inside: (host address, host port)}; ``mounts``: {host path: (path
+        inside, "ro" or "rw")}; ``kwargs`` go to the engine as they are (network, hostname, ...).
+        """
+        from testcontainers.core.config import testcontainers_config
+        from testcontainers.core.container import DockerContainer
+        # Ryuk (the reaper) is an image to pull; the lab removes its containers itself.
+        testcontainers_config.ryuk_disabled = True
+        self.prepare()
+        image = self.image(image_service)
+        engine = {"environment": {"DOCKER_HOST": self.docker_host}}  # docker.from_env's
+        tc = DockerContainer(image, docker_client_kw=engine, name=name, env=env, command=command)
+        # with_bind_ports takes no host address; the Docker SDK's ports do: loopback only.
+        tc.ports.update(ports or {})  # type: ignore[arg-type]
+        for host, (inside, mode) in (mounts or {}).items():
+            tc.with_volume_mapping(host, inside, mode)  # type: ignore[arg-type]
+        return tc.with_kwargs(labels=self.labels, **kwargs).start().get_wrapped_container()
+
 
 def _say(line: str) -> None:
     import sys
@@ -183,19 +206,9 @@ class DockerService:
         return self
 
     def _create(self) -> None:
-        from testcontainers.core.config import testcontainers_config
-        from testcontainers.core.container import DockerContainer
-        # Ryuk (the reaper) is an image to pull; the lab removes its containers itself.
-        testcontainers_config.ryuk_disabled = True
-        self.docker.prepare()
-        image = self.docker.image(self.image_service)
-        engine = {"environment": {"DOCKER_HOST": self.docker.docker_host}}  # docker.from_env's
-        tc = DockerContainer(image, docker_client_kw=engine, name=self.container_name,
-                             env=self.container_env(), command=self.container_command())
-        # with_bind_ports takes no host address; the Docker SDK's ports do: loopback only.
-        tc.ports.update(self.published())  # type: ignore[arg-type]
-        tc.with_kwargs(labels=self.docker.labels, network=self.docker.network,
-                       hostname=self.name).start()
+        self.docker.run(self.image_service, self.container_name, command=self.container_command(),
+                        env=self.container_env(), ports=self.published(),
+                        network=self.docker.network, hostname=self.name)
 
     def _ready_or_dead(self) -> bool:
         status = self._status()
@@ -435,6 +448,11 @@ class DockerProvider(Provider):
         return Verdict(self.name, True, f"Docker engine {version} answers at "
                                         f"{config.docker_host}; images built: {have} "
                                         "(`labkit images build` makes the rest)")
+
+    def launcher(self, config: LabConfig) -> Any:
+        """The lab's own processes in containers too: the app image (``app_image``)."""
+        from labkit.providers.app_image import AppContainers
+        return AppContainers(DockerLab(config))
 
     def sweep(self, config: LabConfig) -> list[str]:
         return sweep(config)

@@ -31,8 +31,9 @@ from labkit._proc import ServiceError
 from labkit.services.templates import template_dir
 
 BASE = "debian:bookworm"
-#: The services that have a Dockerfile the provider can run.
-SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra")
+#: The images the provider runs: the servers', and ``app``, the lab's own Python processes
+#: (``labkit.providers.app_image``).
+SERVICES = ("postgres", "memcached", "rabbitmq", "cassandra", "app")
 LABEL = "labkit.image"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
@@ -41,9 +42,12 @@ def context_hash(service: str, base_id: str) -> str:
     """The hash naming ``service``'s image: every file of its template directory, and the base.
 
     Cassandra's jars are not hashed: its ``pom.xml`` (in the directory) names the version they
-    are resolved for.
+    are resolved for. The app image's Python packages are, by name and version.
     """
     h = hashlib.sha256(base_id.encode())
+    if service == "app":
+        from labkit.providers import app_image
+        h.update("\n".join(app_image.pins()).encode())
     root = template_dir(service)
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -104,23 +108,28 @@ def import_tree(client: Any, root: str, name: str) -> str:
 
 @contextlib.contextmanager
 def build_context(service: str, config: Any) -> Iterator[Path]:
-    """The directory ``service``'s image is built from: its template directory, and for Cassandra
-    a copy of it with the jars beside it (``lib/``).
+    """The directory ``service``'s image is built from: its template directory, for Cassandra
+    a copy of it with the jars beside it (``lib/``), for the app one with the Python packages
+    (``site/``, ``app_image.site_packages``).
 
     The jars are the ones the native provider runs, resolved by Maven into the lab's cache
     (``config.cache_dir``; once per version): a build needs no Maven of its own, and none that
-    trusts whatever certificate authority the machine's way to Maven Central needs.
+    trusts whatever certificate authority the machine's way to Maven Central needs. The same
+    holds for the app's packages and PyPI.
     """
-    if service != "cassandra":
+    if service not in ("cassandra", "app"):
         yield template_dir(service)
         return
-    from labkit.services.cassandra.jars import resolve_jars
-    lib = resolve_jars(config.cache_dir, mvn=config.mvn_bin)
-    with tempfile.TemporaryDirectory(prefix="labkit-image-cassandra-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"labkit-image-{service}-") as tmp:
         ctx = Path(tmp) / "context"
         shutil.copytree(template_dir(service), ctx,
                         ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(lib, ctx / "lib")
+        if service == "cassandra":
+            from labkit.services.cassandra.jars import resolve_jars
+            shutil.copytree(resolve_jars(config.cache_dir, mvn=config.mvn_bin), ctx / "lib")
+        else:
+            from labkit.providers import app_image
+            app_image.site_packages(ctx / "site")
         yield ctx
 
 

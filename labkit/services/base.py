@@ -11,11 +11,11 @@ import signal
 import time
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from labkit import _state
 from labkit._labdir import find_lab, record
-from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, wait_ready
+from labkit._proc import Proc, ServiceError, check_reachable, log_tail, own, spawn, wait_ready
 
 
 class StopSignal:
@@ -50,6 +50,9 @@ class NativeService:
         self.timeout_s = timeout_s
         self.procs: list[Proc] = []
         self.startup_s: float | None = None
+        #: How its processes start: ``spawn`` on the host when None; a provider's launcher with
+        #: the same call otherwise (the docker provider's app containers, for the backend).
+        self.launcher: Callable[..., Proc] | None = None
 
     # -- what a subclass provides -------------------------------------------------------
     @property
@@ -71,6 +74,13 @@ class NativeService:
     def _launch(self) -> None:
         """Spawn the process(es) and append them to ``self.procs``."""
         raise NotImplementedError
+
+    def spawn_process(self, name: str, cmd: list[str], *, log_path: Path | None = None,
+                      env: dict[str, str] | None = None) -> Proc:
+        """Start one of its processes in its directory (``self.launcher``, else ``spawn``)."""
+        return (self.launcher or spawn)(name, cmd, cwd=self.workdir,
+                                        log_path=log_path or self.log_path, user=self.user,
+                                        env=env)
 
     def ready(self) -> bool:
         """The one readiness check: a real round trip over the server's own protocol."""

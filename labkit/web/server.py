@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from labkit._proc import PortAllocator, spawn
+from labkit._proc import PortAllocator
 from labkit.services.base import HelperService
 from labkit.web.config import WebConfig
 from labkit.web.hooks import check_gc_mode, config_file
@@ -66,8 +66,7 @@ class WebServer(HelperService):
                "--backlog", "512", "--log-level", "warning",
                *self._config_options(), *(["--preload"] if self.preload else []),
                *_no_control_socket(), self._app_spec(config_path)]
-        self.procs.append(spawn("gunicorn", cmd, cwd=self.workdir, log_path=self.log_path,
-                                user=None, env=self._environment()))
+        self.procs.append(self.spawn_process("gunicorn", cmd, env=self._environment()))
 
     # Hooks for a server that runs other code the same way (labkit.deploy.pool.ReleasePool).
     def _app_spec(self, config_path: str) -> str:
