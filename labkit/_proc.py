@@ -163,7 +163,7 @@ class Proc:
     def process(self) -> psutil.Process | None:
         try:
             p = psutil.Process(self.pid)
-            if abs(p.create_time() - self.create_time) > 0.05 or p.status() == psutil.STATUS_ZOMBIE:
+            if abs(p.create_time() - self.create_time) > 0.05 or _ended(p):
                 return None
             return p
         except psutil.Error:
@@ -197,10 +197,25 @@ class Proc:
 
 
 def _ended(p: psutil.Process) -> bool:
+    """Gone, or a zombie all of whose threads have ended too.
+
+    On Linux the first thread of a process shows as a zombie as soon as it exits, while the
+    others may still run (a JVM's shutdown hooks, holding its ports): only when every thread
+    of ``/proc/<pid>/task`` is a zombie or dead is the process over.
+    """
     try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        if not p.is_running():
+            return True
+        if p.status() != psutil.STATUS_ZOMBIE:
+            return False
     except psutil.Error:
         return True
+    tasks = Path(f"/proc/{p.pid}/task")
+    try:
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+    except (OSError, IndexError):  # gone meanwhile, or no /proc (macOS: a zombie is over)
+        return True
+    return all(state in ("Z", "X") for state in states)
 
 
 def wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> list[psutil.Process]:

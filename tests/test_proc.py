@@ -46,3 +46,40 @@ def test_stop_returns_when_another_processs_child_ends_not_at_its_timeout(tmp_pa
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_process_whose_first_thread_ended_still_runs_until_its_other_threads_end(tmp_path):
+    """Linux shows a process as a zombie once its first thread exits, while its other threads
+    may still run (a JVM's shutdown hooks, holding its ports): that is not ended yet."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from labkit._proc import Proc, wait_gone
+    release = tmp_path / "release"
+    code = ("import ctypes, os, threading, time\n"
+            "def hold():\n"
+            f"    while not os.path.exists({str(release)!r}): time.sleep(0.02)\n"
+            "threading.Thread(target=hold).start()\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")  # the first thread ends, `hold` runs on
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        p = psutil.Process(child.pid)
+        for _ in range(200):
+            if p.status() == psutil.STATUS_ZOMBIE:
+                break
+            threading_wait(0.02)
+        assert p.status() == psutil.STATUS_ZOMBIE  # what psutil says of the first thread
+        proc = Proc("held", child.pid, p.create_time())
+        assert proc.alive() and wait_gone([p], 0.3) == [p]
+        release.touch()
+        assert wait_gone([p], 60) == [] and not proc.alive()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def threading_wait(seconds: float) -> None:
+    import threading
+    threading.Event().wait(seconds)
